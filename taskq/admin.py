@@ -1,0 +1,137 @@
+"""What the operator commands do: status, dead letters, purge, results.
+
+The CLI only parses and prints; these functions are the logic, and tests
+call them directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any
+
+from .app import App
+from .brokers.base import DeadLetter
+from .config import Settings
+from .errors import BadSignature, MessageError, ResultNotFound, TaskqError
+from .message import decode, encode
+from .results import READY_STATES, AsyncResult, require
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    broker = App.from_settings(settings).broker
+    return {
+        "broker": settings.broker,
+        "queues": {q: dataclasses.asdict(c) for q, c in broker.counts().items()},
+        "workers": broker.worker_states(),
+    }
+
+
+def format_status(report: dict[str, Any]) -> str:
+    lines = [
+        f"broker: {report['broker']}",
+        "",
+        f"{'queue':<20} {'ready':>8} {'scheduled':>10} {'in-flight':>10} {'dead':>6}",
+    ]
+    for queue, c in report["queues"].items():
+        lines.append(
+            f"{queue:<20} {c['ready']:>8} {c['scheduled']:>10} {c['claimed']:>10} {c['dead']:>6}"
+        )
+    if not report["queues"]:
+        lines.append("(no queues yet)")
+    lines.append("")
+    workers = report["workers"]
+    lines.append(f"workers: {len(workers)} live")
+    for w in workers:
+        lines.append(f"  {w['name']} (pid {w['pid']}) queues {','.join(w['queues'])}")
+        for child in w["children"]:
+            doing = (
+                f"running {child['task']}[{child['task_id']}] for "
+                f"{time.time() - child['started_at']:.1f} s"
+                if child["task"]
+                else "idle"
+            )
+            lines.append(f"    pid {child['pid']}: {child['done']} done, {doing}")
+    return "\n".join(lines)
+
+
+def dead_letters(settings: Settings, queue: str | None = None) -> list[DeadLetter]:
+    return App.from_settings(settings).broker.dead_letters(queue)
+
+
+def find_dead(settings: Settings, message_id: str) -> DeadLetter:
+    for letter in dead_letters(settings):
+        if message_id in (letter.id, letter.name):
+            return letter
+    raise TaskqError(f"no dead message with id {message_id!r} (see `taskq dead list`)")
+
+
+def format_dead(letter: DeadLetter) -> str:
+    r = dict(letter.record)
+    lines = [f"{k}: {r.pop(k)}" for k in ("id", "task", "queue", "reason", "died_at") if k in r]
+    lines.append(f"error: {r.pop('exc_type', '')}: {r.pop('exc_message', '')}")
+    attempts = r.pop("attempts", [])
+    tb = r.pop("traceback", "")
+    lines += [f"{k}: {v}" for k, v in r.items()]
+    if attempts:
+        lines.append("attempts:")
+        for n, a in enumerate(attempts, 1):
+            lines.append(f"  {n}. {a['at']} on {a['worker']}: {a['outcome']} ({a['error']})")
+    if tb:
+        lines += ["traceback:", tb.rstrip()]
+    return "\n".join(lines)
+
+
+def retry_dead(settings: Settings, message_id: str | None) -> int:
+    """Publish dead messages again with their attempts reset; ``None`` means all."""
+    app = App.from_settings(settings)
+    letters = dead_letters(settings) if message_id is None else [find_dead(settings, message_id)]
+    for letter in letters:
+        try:
+            message, payload = decode(letter.data, app.key)
+        except BadSignature as exc:
+            raise TaskqError(
+                f"dead message {letter.id} has a bad signature: it is never run; "
+                "inspect it with `taskq dead show` and purge it"
+            ) from exc
+        except MessageError as exc:
+            raise TaskqError(f"dead message {letter.id} cannot be decoded: {exc}") from exc
+        fresh = message.replace(retries=0, eta=None, attempts=())
+        app.broker.publish(fresh, encode(fresh, payload, app.key))
+        app.broker.remove_dead(letter)
+    return len(letters)
+
+
+def purge_dead(settings: Settings, queue: str | None) -> int:
+    broker = App.from_settings(settings).broker
+    letters = broker.dead_letters(queue)
+    for letter in letters:
+        broker.remove_dead(letter)
+    return len(letters)
+
+
+def purge_queue(settings: Settings, queue: str) -> int:
+    return App.from_settings(settings).broker.purge(queue)
+
+
+def result(settings: Settings, task_id: str, wait: float | None) -> dict[str, Any]:
+    handle = AsyncResult[Any](task_id, app=App.from_settings(settings))
+    if wait:
+        deadline = time.monotonic() + wait
+        while handle.status not in READY_STATES and time.monotonic() < deadline:
+            time.sleep(0.05)
+    try:
+        header = require(handle)
+    except ResultNotFound:
+        return {"id": task_id, "status": handle.status}
+    out = {k: v for k, v in header.items() if k != "done"}
+    if header["status"] == "SUCCESS":
+        out["result"] = repr(handle.result)
+    return out
+
+
+def format_result(record: dict[str, Any]) -> str:
+    tb = record.pop("traceback", None)
+    text = json.dumps(record, indent=2, default=str)
+    return f"{text}\n{tb.rstrip()}" if tb else text

@@ -1,0 +1,132 @@
+"""``App``: settings, a broker and a signing key, resolved on first use."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .config import Settings, load_settings
+from .errors import ConfigError
+from .message import Message, dump_call, encode
+from .task import make_task
+
+if TYPE_CHECKING:
+    from .brokers.base import Broker
+    from .results import AsyncResult
+    from .task import Task
+
+
+class App:
+    """An explicit application: ``app = App(broker="./.taskq")``, then ``@app.task``.
+
+    Keyword settings override the configuration file and ``TASKQ_*`` variables.
+    The bare ``@task`` decorator uses a default ``App()``.
+    """
+
+    def __init__(
+        self,
+        broker: str | os.PathLike[str] | None = None,
+        *,
+        config_file: str | os.PathLike[str] | None = None,
+        **settings: Any,
+    ) -> None:
+        self._overrides = {"broker": os.fspath(broker) if broker else None, **settings}
+        self._config_file = config_file
+        self._settings: Settings | None = None
+        self._broker: Broker | None = None
+        self._key: bytes | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> App:
+        app = cls()
+        app._settings = settings
+        return app
+
+    def __repr__(self) -> str:
+        return f"App(broker={self.settings.broker!r})"
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self._config_file, self._overrides)
+        return self._settings
+
+    @property
+    def broker(self) -> Broker:
+        with self._lock:
+            if self._broker is None:
+                self._broker = open_broker(self.settings)
+            return self._broker
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            secret = self.settings.secret_key
+            self._key = secret.encode() if secret else self.broker.secret()
+        return self._key
+
+    def task(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any
+    ) -> Any:
+        """Decorator declaring a task on this app (see ``taskq.task``)."""
+        if fn is not None:
+            return make_task(fn, self, name, **options)
+        return lambda f: make_task(f, self, name, **options)
+
+    def publish(self, message: Message, payload: bytes) -> None:
+        self.broker.publish(message, encode(message, payload, self.key))
+
+    def publish_many(self, batch: Iterable[tuple[Message, bytes]]) -> int:
+        key = self.key
+        return self.broker.publish_many((m, encode(m, p, key)) for m, p in batch)
+
+    def enqueue_many(
+        self, calls: Iterable[tuple[Task[Any, Any], Sequence[Any], dict[str, Any]]]
+    ) -> list[AsyncResult[Any]]:
+        """Enqueue many ``(task, args, kwargs)`` calls as one batch (one flush when durable)."""
+        batch = [
+            (task.message(args, kwargs), dump_call(task.name, args, kwargs))
+            for task, args, kwargs in calls
+        ]
+        self.publish_many(batch)
+        return [self.AsyncResult(m.id) for m, _ in batch]
+
+    def AsyncResult(self, task_id: str) -> AsyncResult[Any]:  # noqa: N802 - Celery's name
+        from .results import AsyncResult
+
+        return AsyncResult(task_id, app=self)
+
+
+def open_broker(settings: Settings) -> Broker:
+    """The broker a settings' ``broker`` value names."""
+    url = settings.broker
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme not in ("", "file"):
+        raise ConfigError(
+            f"broker {url!r}: unsupported scheme {scheme!r}; "
+            "give a directory path for the file broker"
+        )
+    from .brokers.file import FileBroker
+
+    path = url.removeprefix("file://")
+    return FileBroker(path, durable=settings.durable, poll_interval=settings.poll_interval)
+
+
+_default: App | None = None
+
+
+def default_app() -> App:
+    """The app the bare ``@task`` decorator uses, configured from taskq.toml / env."""
+    global _default
+    if _default is None:
+        _default = App()
+    return _default
+
+
+def set_default_app(app: App) -> None:
+    """Make ``app`` the default (the worker does this before importing task modules)."""
+    global _default
+    _default = app

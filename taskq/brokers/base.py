@@ -1,0 +1,151 @@
+"""The broker contract: a handful of methods, each keeping one invariant.
+
+Every implementation (``file``, ``memory``) passes the same contract tests in
+``tests/contract``. Messages are opaque signed bytes here: a broker never
+unpickles anything, it only moves bytes between states.
+
+States a message goes through::
+
+    scheduled --promote_due--> ready --claim--> claimed --ack--------> (gone)
+                                  ^               |-----retry_later--> scheduled
+                                  |               |-----dead_letter--> dead
+                                  +--requeue------+ (shutdown, dead consumer)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..message import Message
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A claimed message: where it is and its raw (still signed) bytes."""
+
+    queue: str
+    name: str
+    data: bytes
+    consumer: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A dead message and the record of why it died."""
+
+    queue: str
+    name: str
+    record: Mapping[str, Any]
+    data: bytes = field(repr=False, default=b"")
+
+    @property
+    def id(self) -> str:
+        return str(self.record.get("id") or self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    ready: int
+    scheduled: int
+    claimed: int
+    dead: int
+
+
+class Consumer(Protocol):
+    name: str
+
+    def claim(self, timeout: float) -> Delivery | None:
+        """Take the next message in delivery order, or None after ``timeout``.
+
+        Exactly one consumer wins each message. An idle consumer waits on a
+        wake-up event, not a busy poll.
+        """
+
+    def wake(self) -> None:
+        """Make a blocked ``claim`` return early (for shutdown)."""
+
+    def close(self) -> None:
+        """Release the consumer's liveness lock. Claimed messages stay claimed."""
+
+
+class Broker(Protocol):
+    def publish(self, message: Message, data: bytes) -> None:
+        """Make a message visible whole or not at all (ready/, or scheduled/ with an ETA)."""
+
+    def publish_many(self, items: Iterable[tuple[Message, bytes]]) -> int:
+        """Publish a batch; durable brokers make the whole batch durable at once."""
+
+    def open_consumer(self, queues: Sequence[str], name: str) -> Consumer:
+        """Register a live consumer of ``queues`` (in priority order)."""
+
+    def ack(self, delivery: Delivery) -> None:
+        """The message is done: forget it."""
+
+    def retry_later(self, delivery: Delivery, message: Message, data: bytes) -> None:
+        """Write the new attempt (scheduled at ``message.eta``) BEFORE removing the old one."""
+
+    def requeue(self, delivery: Delivery) -> None:
+        """Put a claimed message back in ready/ unchanged (no attempt counted)."""
+
+    def dead_letter(self, delivery: Delivery, record: Mapping[str, Any]) -> None:
+        """Move a message to dead/ with a readable record of why."""
+
+    def promote_due(self, now: float) -> int:
+        """Move scheduled messages whose ETA has passed to ready/; return how many."""
+
+    def dead_consumers(self) -> list[str]:
+        """Names of consumers whose process is gone but whose claims remain."""
+
+    def recover(self, consumer: str) -> list[Delivery] | None:
+        """Take over a dead consumer's claims (None if it is alive or taken already).
+
+        The caller settles each delivery (requeue, retry_later, dead_letter)
+        and then calls ``forget_consumer``.
+        """
+
+    def forget_consumer(self, consumer: str) -> None:
+        """Remove a recovered consumer once its claims are settled."""
+
+    def counts(self) -> dict[str, QueueCounts]:
+        """Messages per state, per queue."""
+
+    def dead_letters(self, queue: str | None = None) -> list[DeadLetter]:
+        """Dead messages with their records, oldest first."""
+
+    def remove_dead(self, letter: DeadLetter) -> None:
+        """Forget one dead message (after it was retried or purged)."""
+
+    def purge(self, queue: str) -> int:
+        """Drop every ready and scheduled message of a queue; return how many."""
+
+    def store_result(self, task_id: str, data: bytes) -> None:
+        """Store a signed result atomically (readers see all of it or nothing)."""
+
+    def load_result(self, task_id: str) -> bytes | None:
+        """The stored result bytes, or None."""
+
+    def expire_results(self, older_than: float) -> int:
+        """Delete results stored before ``older_than`` (a timestamp); return how many."""
+
+    def sweep_tmp(self, older_than: float) -> int:
+        """Delete litter from crashed writers; return how many files."""
+
+    def secret(self) -> bytes:
+        """The signing key kept with the broker (created on first use)."""
+
+    def register_worker(self, name: str) -> None:
+        """Announce a live supervisor (its liveness is kept like a consumer's)."""
+
+    def publish_worker_state(self, name: str, state: Mapping[str, Any]) -> None:
+        """Replace what ``taskq status`` shows for a live supervisor."""
+
+    def unregister_worker(self, name: str) -> None:
+        """Remove a supervisor that is stopping."""
+
+    def worker_states(self) -> list[dict[str, Any]]:
+        """The last published state of every live supervisor."""
+
+    def find(self, task_id: str) -> str | None:
+        """Which state (ready, scheduled, claimed, dead) holds ``task_id``, if any."""

@@ -1,0 +1,415 @@
+"""The file broker: a queue is a folder, a message is a file, a state change is a rename.
+
+Layout under the root (created 0700)::
+
+    secret                            the signing key, made once (0600)
+    queues/<q>/tmp/                   being written; never read by consumers
+    queues/<q>/ready/                 visible; names sort in delivery order
+    queues/<q>/scheduled/             names start with the ETA
+    queues/<q>/claimed/<consumer>/    one folder per live consumer, with a flocked .lock
+    queues/<q>/dead/                  dead messages, each beside <name>.json saying why
+    results/<id>                      signed results
+
+Every move is ``rename(2)`` within one filesystem, so a file is in exactly one
+state and readers never see it half written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import stat
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import BrokerError
+from ..message import (
+    Message,
+    eta_of,
+    id_of,
+    new_id,
+    ready_name_of,
+    validate_queue,
+    validate_task_id,
+)
+from .base import DeadLetter, Delivery, QueueCounts
+from .consumer import FileConsumer, read_file
+
+_STATES = ("tmp", "ready", "scheduled", "claimed", "dead")
+_LOCK = ".lock"
+
+
+class FileBroker:
+    """A broker that is a directory. Safe for many processes on one host."""
+
+    def __init__(
+        self, root: str | os.PathLike[str], *, durable: bool = False, poll_interval: float = 1.0
+    ) -> None:
+        self.root = Path(root).absolute()
+        self.durable = durable
+        self.poll_interval = poll_interval
+        self._ready_queues: set[str] = set()
+        self._recovering: dict[str, list[int]] = {}
+        self._worker_locks: dict[str, int] = {}
+        self._scheduled_seen: dict[str, tuple[int, float]] = {}
+        _prepare_root(self.root)
+        self._results = self.root / "results"
+        self._results.mkdir(mode=0o700, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"FileBroker({str(self.root)!r})"
+
+    # -- layout ---------------------------------------------------------------
+
+    def queue_dir(self, queue: str) -> Path:
+        """The queue's folder, created with its state folders on first use."""
+        path = self.root / "queues" / queue
+        if queue not in self._ready_queues:
+            validate_queue(queue)
+            for state in _STATES:
+                (path / state).mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._ready_queues.add(queue)
+        return path
+
+    def queues(self) -> list[str]:
+        with contextlib.suppress(FileNotFoundError):
+            return sorted(e.name for e in os.scandir(self.root / "queues") if e.is_dir())
+        return []
+
+    def _claimed_path(self, d: Delivery) -> str:
+        return os.path.join(self.root, "queues", d.queue, "claimed", d.consumer, d.name)
+
+    # -- publishing -----------------------------------------------------------
+
+    def _write_tmp(self, queue_dir: Path, data: bytes, sync: bool) -> str:
+        tmp = os.path.join(queue_dir, "tmp", new_id())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return tmp
+
+    def _target(self, message: Message) -> tuple[str, str]:
+        if message.eta is not None and message.eta > time.time():
+            return "scheduled", message.scheduled_name
+        return "ready", message.name
+
+    def publish(self, message: Message, data: bytes) -> None:
+        # Written in tmp/, then renamed: ready/ only ever holds whole files.
+        qdir = self.queue_dir(message.queue)
+        tmp = self._write_tmp(qdir, data, self.durable)
+        state, name = self._target(message)
+        os.rename(tmp, os.path.join(qdir, state, name))
+        if self.durable:
+            _fsync_dir(qdir / state)
+
+    def publish_many(self, items: Iterable[tuple[Message, bytes]]) -> int:
+        staged = []
+        for message, data in items:
+            qdir = self.queue_dir(message.queue)
+            staged.append((self._write_tmp(qdir, data, False), qdir, self._target(message)))
+        if self.durable and staged:
+            _sync_files([tmp for tmp, _, _ in staged])
+        touched = set()
+        for tmp, qdir, (state, name) in staged:
+            os.rename(tmp, os.path.join(qdir, state, name))
+            touched.add(qdir / state)
+        if self.durable:
+            for folder in touched:
+                _fsync_dir(folder)
+        return len(staged)
+
+    # -- consuming and settling ----------------------------------------------
+
+    def open_consumer(self, queues: Sequence[str], name: str) -> FileConsumer:
+        dirs = [self.queue_dir(validate_queue(q)) for q in queues]
+        return FileConsumer(dirs, name, poll_interval=self.poll_interval)
+
+    def ack(self, delivery: Delivery) -> None:
+        os.unlink(self._claimed_path(delivery))
+
+    def retry_later(self, delivery: Delivery, message: Message, data: bytes) -> None:
+        # The new attempt is visible before the old one goes: a crash between
+        # the two leaves a duplicate, never a loss.
+        self.publish(message, data)
+        self.ack(delivery)
+
+    def requeue(self, delivery: Delivery) -> None:
+        ready = os.path.join(self.queue_dir(delivery.queue), "ready", delivery.name)
+        os.rename(self._claimed_path(delivery), ready)
+
+    def dead_letter(self, delivery: Delivery, record: Mapping[str, Any]) -> None:
+        qdir = self.queue_dir(delivery.queue)
+        self._write_dead_record(qdir, delivery.name, record)
+        os.rename(self._claimed_path(delivery), qdir / "dead" / delivery.name)
+
+    def _write_dead_record(self, qdir: Path, name: str, record: Mapping[str, Any]) -> None:
+        text = json.dumps(dict(record), indent=2, default=str).encode()
+        os.rename(self._write_tmp(qdir, text, self.durable), qdir / "dead" / f"{name}.json")
+
+    def promote_due(self, now: float) -> int:
+        moved = 0
+        for queue in self.queues():
+            scheduled = self.queue_dir(queue) / "scheduled"
+            # Called every tick: list scheduled/ only when it changed or its
+            # earliest ETA came due, not on every call.
+            # A directory's mtime ticks coarsely (a few ms): trust it only once it is old.
+            mtime = scheduled.stat().st_mtime_ns
+            seen = self._scheduled_seen.get(queue)
+            settled = mtime / 1e9 < now - 0.1
+            if seen is not None and seen[0] == mtime and settled and now < seen[1]:
+                continue
+            next_eta = float("inf")
+            for name in sorted(os.listdir(scheduled)):
+                if eta_of(name) > now:
+                    next_eta = eta_of(name)
+                    break
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(scheduled / name, scheduled.parent / "ready" / ready_name_of(name))
+                    moved += 1
+            self._scheduled_seen[queue] = (scheduled.stat().st_mtime_ns, next_eta)
+        return moved
+
+    # -- dead consumers -------------------------------------------------------
+
+    def _consumer_dirs(self, consumer: str) -> list[tuple[str, Path]]:
+        dirs = [(q, self.root / "queues" / q / "claimed" / consumer) for q in self.queues()]
+        return [(q, d) for q, d in dirs if d.is_dir()]
+
+    def dead_consumers(self) -> list[str]:
+        names = set()
+        for queue in self.queues():
+            with contextlib.suppress(FileNotFoundError):
+                for entry in os.scandir(self.root / "queues" / queue / "claimed"):
+                    if entry.is_dir() and _lock_is_free(Path(entry.path) / _LOCK):
+                        names.add(entry.name)
+        return sorted(names)
+
+    def recover(self, consumer: str) -> list[Delivery] | None:
+        # Holding the dead consumer's locks while settling keeps a second
+        # sweeper from recovering the same messages at the same time.
+        fds: list[int] = []
+        deliveries: list[Delivery] = []
+        for queue, folder in self._consumer_dirs(consumer):
+            fd = _try_lock(folder / _LOCK)
+            if fd is None:
+                for held in fds:
+                    os.close(held)
+                return None
+            fds.append(fd)
+            for entry in sorted(os.listdir(folder)):
+                if entry != _LOCK:
+                    data = read_file(str(folder / entry))
+                    if data is not None:
+                        deliveries.append(Delivery(queue, entry, data, consumer))
+        self._recovering[consumer] = fds
+        return deliveries
+
+    def forget_consumer(self, consumer: str) -> None:
+        for _, folder in self._consumer_dirs(consumer):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(folder / _LOCK)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        for fd in self._recovering.pop(consumer, []):
+            os.close(fd)
+
+    # -- inspection and maintenance ------------------------------------------
+
+    def counts(self) -> dict[str, QueueCounts]:
+        out = {}
+        for queue in self.queues():
+            qdir = self.queue_dir(queue)
+            claimed = sum(
+                len(os.listdir(e.path)) - 1 for e in os.scandir(qdir / "claimed") if e.is_dir()
+            )
+            dead = sum(1 for n in os.listdir(qdir / "dead") if n.endswith(".json"))
+            out[queue] = QueueCounts(
+                ready=len(os.listdir(qdir / "ready")),
+                scheduled=len(os.listdir(qdir / "scheduled")),
+                claimed=max(claimed, 0),
+                dead=dead,
+            )
+        return out
+
+    def dead_letters(self, queue: str | None = None) -> list[DeadLetter]:
+        letters = []
+        for q in [queue] if queue else self.queues():
+            dead = self.queue_dir(q) / "dead"
+            for record_name in sorted(os.listdir(dead)):
+                if not record_name.endswith(".json"):
+                    continue
+                name = record_name.removesuffix(".json")
+                record = json.loads((dead / record_name).read_bytes())
+                letters.append(DeadLetter(q, name, record, read_file(str(dead / name)) or b""))
+        return sorted(letters, key=lambda d: str(d.record.get("died_at", "")))
+
+    def remove_dead(self, letter: DeadLetter) -> None:
+        dead = self.queue_dir(letter.queue) / "dead"
+        for path in (dead / letter.name, dead / f"{letter.name}.json"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def purge(self, queue: str) -> int:
+        qdir = self.queue_dir(validate_queue(queue))
+        removed = 0
+        for state in ("ready", "scheduled"):
+            for name in os.listdir(qdir / state):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(qdir / state / name)
+                    removed += 1
+        return removed
+
+    # -- live supervisors, for `taskq status` ---------------------------------
+
+    def register_worker(self, name: str) -> None:
+        folder = self.root / "workers"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._worker_locks[name] = fd
+
+    def publish_worker_state(self, name: str, state: Mapping[str, Any]) -> None:
+        folder = self.root / "workers"
+        tmp = folder / f".{name}.{new_id()}.tmp"
+        tmp.write_text(json.dumps(dict(state)))
+        os.rename(tmp, folder / f"{name}.json")
+
+    def unregister_worker(self, name: str) -> None:
+        folder = self.root / "workers"
+        for path in (folder / f"{name}.json", folder / f"{name}.lock"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        fd = self._worker_locks.pop(name, None)
+        if fd is not None:
+            os.close(fd)
+
+    def worker_states(self) -> list[dict[str, Any]]:
+        states = []
+        folder = self.root / "workers"
+        with contextlib.suppress(FileNotFoundError):
+            for entry in sorted(os.listdir(folder)):
+                if entry.endswith(".lock") and not _lock_is_free(folder / entry):
+                    data = read_file(str(folder / entry.replace(".lock", ".json")))
+                    if data:
+                        states.append(json.loads(data))
+        return states
+
+    def find(self, task_id: str) -> str | None:
+        for queue in self.queues():
+            qdir = self.queue_dir(queue)
+            for entry in os.scandir(qdir / "claimed"):
+                if entry.is_dir() and any(id_of(n) == task_id for n in os.listdir(entry.path)):
+                    return "claimed"
+            for state in ("ready", "scheduled", "dead"):
+                if any(id_of(n) == task_id for n in os.listdir(qdir / state)):
+                    return state
+        return None
+
+    def store_result(self, task_id: str, data: bytes) -> None:
+        tmp = self._results / f".{task_id}.{new_id()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.rename(tmp, self._results / task_id)
+
+    def load_result(self, task_id: str) -> bytes | None:
+        validate_task_id(task_id)
+        return read_file(str(self._results / task_id))
+
+    def expire_results(self, older_than: float) -> int:
+        return _remove_older(self._results, older_than)
+
+    def sweep_tmp(self, older_than: float) -> int:
+        removed = sum(_remove_older(self.queue_dir(q) / "tmp", older_than) for q in self.queues())
+        return removed + _remove_older(self._results, older_than, only_prefix=".")
+
+    def secret(self) -> bytes:
+        path = self.root / "secret"
+        existing = read_file(str(path))
+        if existing:
+            return existing.strip()
+        tmp = self.root / f".secret.{new_id()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, os.urandom(32).hex().encode())
+        os.close(fd)
+        # link() fails if another process made the key first; then use theirs.
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+        tmp.unlink()
+        return path.read_bytes().strip()
+
+
+def _prepare_root(root: Path) -> None:
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = root.stat().st_mode
+    except OSError as exc:
+        raise BrokerError(f"cannot use broker directory {root}: {exc.strerror}") from exc
+    if not stat.S_ISDIR(mode):
+        raise BrokerError(f"broker path {root} is not a directory")
+    if mode & stat.S_IWOTH:
+        raise BrokerError(
+            f"broker directory {root} is world-writable (mode {stat.S_IMODE(mode):o}): anyone "
+            f"could inject code to run; fix it with: chmod 700 {root}"
+        )
+
+
+def _lock_is_free(path: Path) -> bool:
+    fd = _try_lock(path)
+    if fd is None:
+        return False
+    os.close(fd)
+    return True
+
+
+def _try_lock(path: Path) -> int | None:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_files(paths: list[str]) -> None:
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _remove_older(folder: Path, older_than: float, only_prefix: str = "") -> int:
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            if not entry.name.startswith(only_prefix):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat().st_mtime < older_than:
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed

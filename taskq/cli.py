@@ -1,0 +1,172 @@
+"""The ``taskq`` command. Each command reads settings, calls one function, prints.
+
+A ``TaskqError`` (a user's mistake) becomes one line on stderr and exit code 1,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from . import admin
+from .config import Settings, load_settings
+from .errors import TaskqError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _errors_as_one_line(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TaskqError as exc:
+            click.echo(f"taskq: error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(ctx: click.Context, **flags: Any) -> Settings:
+    root = ctx.find_root().params
+    overrides = {"broker": root.get("broker"), **flags}
+    return load_settings(root.get("config"), overrides)
+
+
+def _csv(value: str | None) -> tuple[str, ...] | None:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
+
+
+@click.group()
+@click.option("--broker", "-b", help="Broker directory (default: ./.taskq or config).")
+@click.option("--config", "-c", type=click.Path(dir_okay=False), help="Config file (taskq.toml).")
+@click.version_option(package_name="taskq")
+def main(broker: str | None, config: str | None) -> None:
+    """taskq: background tasks with no server to install."""
+
+
+@main.command()
+@click.option("--app", "-A", "modules", help="Task modules to import, comma-separated.")
+@click.option("--concurrency", type=int, help="Worker processes (default: CPUs).")
+@click.option("--queues", "-Q", help="Queues to consume, comma-separated, in priority order.")
+@click.option("--loglevel", "-l", help="DEBUG, INFO, WARNING or ERROR.")
+@click.option("--max-tasks-per-child", type=int, help="Recycle a process after N tasks.")
+@click.option("--max-memory-per-child", type=int, help="Recycle a process above N MB RSS.")
+@click.option("--shutdown-timeout", type=float, help="Seconds a warm shutdown waits.")
+@click.pass_context
+@_errors_as_one_line
+def worker(ctx: click.Context, /, modules: str | None, queues: str | None, **flags: Any) -> None:
+    """Run a supervisor and a pool of worker processes."""
+    from .supervisor import Supervisor
+
+    settings = _settings(ctx, modules=_csv(modules), queues=_csv(queues), **flags)
+    if not settings.modules:
+        raise TaskqError("no task modules: give -A MODULE (or `modules` in taskq.toml)")
+    _setup_logging(settings.loglevel)
+    sys.exit(Supervisor(settings).run())
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_errors_as_one_line
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Queue depths, live workers and dead letters."""
+    report = admin.status(_settings(ctx))
+    click.echo(json.dumps(report, indent=2) if as_json else admin.format_status(report))
+
+
+@main.group()
+def dead() -> None:
+    """Inspect and retry dead letters."""
+
+
+@dead.command("list")
+@click.option("--queue", "-Q", help="Only this queue.")
+@click.pass_context
+@_errors_as_one_line
+def dead_list(ctx: click.Context, queue: str | None) -> None:
+    """One line per dead message: id, queue, task, reason, when."""
+    letters = admin.dead_letters(_settings(ctx), queue)
+    for letter in letters:
+        r = letter.record
+        click.echo(
+            f"{letter.id}  {letter.queue}  {r.get('task')}  {r.get('reason')}  "
+            f"{r.get('died_at')}  {r.get('exc_type')}: {r.get('exc_message')}"
+        )
+    if not letters:
+        click.echo("no dead letters")
+
+
+@dead.command("show")
+@click.argument("message_id")
+@click.pass_context
+@_errors_as_one_line
+def dead_show(ctx: click.Context, message_id: str) -> None:
+    """The whole record of one dead message, with traceback and attempts."""
+    letter = admin.find_dead(_settings(ctx), message_id)
+    click.echo(admin.format_dead(letter))
+
+
+@dead.command("retry")
+@click.argument("message_id", required=False)
+@click.option("--all", "retry_all", is_flag=True, help="Retry every dead message.")
+@click.pass_context
+@_errors_as_one_line
+def dead_retry(ctx: click.Context, message_id: str | None, retry_all: bool) -> None:
+    """Send a dead message (or all) back to ready/ with its attempts reset."""
+    if bool(message_id) == retry_all:
+        raise TaskqError("give one message id, or --all")
+    count = admin.retry_dead(_settings(ctx), None if retry_all else message_id)
+    click.echo(f"requeued {count} message(s)")
+
+
+@dead.command("purge")
+@click.option("--yes", is_flag=True, help="Confirm: delete every dead message.")
+@click.option("--queue", "-Q", help="Only this queue.")
+@click.pass_context
+@_errors_as_one_line
+def dead_purge(ctx: click.Context, yes: bool, queue: str | None) -> None:
+    """Delete dead messages for good."""
+    if not yes:
+        raise TaskqError("this deletes dead messages for good: add --yes to confirm")
+    click.echo(f"deleted {admin.purge_dead(_settings(ctx), queue)} dead message(s)")
+
+
+@main.command()
+@click.argument("queue")
+@click.option("--yes", is_flag=True, help="Confirm: delete every waiting message.")
+@click.pass_context
+@_errors_as_one_line
+def purge(ctx: click.Context, queue: str, yes: bool) -> None:
+    """Delete every ready and scheduled message of QUEUE."""
+    if not yes:
+        raise TaskqError(f"this deletes every waiting message of {queue!r}: add --yes to confirm")
+    click.echo(f"deleted {admin.purge_queue(_settings(ctx), queue)} message(s) from {queue}")
+
+
+@main.command()
+@click.argument("task_id")
+@click.option("--wait", type=float, help="Wait up to this many seconds for it.")
+@click.pass_context
+@_errors_as_one_line
+def result(ctx: click.Context, task_id: str, wait: float | None) -> None:
+    """A task's status and result (or error and traceback)."""
+    click.echo(admin.format_result(admin.result(_settings(ctx), task_id, wait)))
+
+
+def _setup_logging(level: str) -> None:
+    logging.Formatter.converter = time.gmtime
+    logging.basicConfig(
+        level=level,
+        format="[%(asctime)s %(levelname)s %(processName)s %(process)d] %(message)s",
+        stream=sys.stderr,
+    )

@@ -1,0 +1,88 @@
+"""Errors raised by taskq, and the control-flow exceptions tasks may raise.
+
+    TaskqError                  anything taskq itself reports
+    ├── ConfigError             a bad key, type or file in the configuration
+    ├── BrokerError             the broker cannot be used (unsafe root, bad queue name)
+    ├── SerializationError      arguments or a result that cannot be serialized
+    ├── MessageError            a message that cannot be trusted or decoded
+    │   └── BadSignature        HMAC check failed: the payload is never unpickled
+    ├── TaskNotFound            a message names a task no loaded module declares
+    ├── ResultNotFound          no result is stored (or it expired)
+    ├── TaskFailed              a task failed and its exception could not be rebuilt
+    ├── WorkerLost              the worker process died while running the task
+    └── TimeLimitExceeded       the task passed its hard time limit and was killed
+
+Control flow, not errors (a task raises them on purpose):
+
+    Retry                       ask for another attempt, optionally after `countdown`
+    SoftTimeLimitExceeded       raised inside a task when its soft time limit passes
+"""
+
+from __future__ import annotations
+
+
+class TaskqError(Exception):
+    """Base class for every error taskq reports."""
+
+
+class ConfigError(TaskqError):
+    """The configuration names an unknown key, holds a wrong type, or cannot be read."""
+
+
+class BrokerError(TaskqError):
+    """The broker cannot be used as configured."""
+
+
+class SerializationError(TaskqError):
+    """A value cannot be serialized into a message or a result."""
+
+
+class MessageError(TaskqError):
+    """A message file cannot be decoded."""
+
+
+class BadSignature(MessageError):
+    """A message or result failed its HMAC check; it was not unpickled."""
+
+
+class TaskNotFound(TaskqError):
+    """A message names a task that no imported module declares."""
+
+
+class ResultNotFound(TaskqError):
+    """No result is stored for a task id."""
+
+
+class TaskFailed(TaskqError):
+    """A task failed with an exception that could not be rebuilt in this process."""
+
+    def __init__(self, exc_type: str, message: str, traceback: str = "") -> None:
+        super().__init__(f"{exc_type}: {message}")
+        self.exc_type = exc_type
+        self.message = message
+        self.remote_traceback = traceback
+
+
+class WorkerLost(TaskqError):
+    """The process running a task died (SIGKILL, out of memory, a crash)."""
+
+
+class TimeLimitExceeded(TaskqError):
+    """A task ran past its hard ``time_limit``; its process was killed."""
+
+
+class Retry(Exception):
+    """Raise inside a task to ask for another attempt.
+
+    ``countdown`` overrides the backoff delay; ``exc`` is the error recorded
+    for this attempt.
+    """
+
+    def __init__(self, countdown: float | None = None, exc: BaseException | None = None) -> None:
+        super().__init__(f"retry requested (countdown={countdown})")
+        self.countdown = countdown
+        self.exc = exc
+
+
+class SoftTimeLimitExceeded(Exception):
+    """Raised inside a running task when its ``soft_time_limit`` passes."""

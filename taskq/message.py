@@ -1,0 +1,231 @@
+"""The message: a frozen envelope, its signed wire format and its file name.
+
+Wire format of one message (and of one stored result)::
+
+    b"TQ1" | HMAC-SHA256 (32 bytes) | header length (4 bytes, big endian) | header | payload
+
+The header is JSON (the envelope); the payload is the pickled call. The HMAC
+covers everything after it and is checked before anything is parsed, because
+unpickling runs code: a file we did not sign is never loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import os
+import pickle
+import re
+import struct
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import BadSignature, MessageError, SerializationError
+
+MAGIC = b"TQ1"
+_MAC_SIZE = 32
+_PREFIX = len(MAGIC) + _MAC_SIZE + 4
+_PICKLE = b"p"
+_DILL = b"d"
+
+QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+TASK_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.]{0,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One call of a task, with everything a broker or policy needs to route it.
+
+    Retry policy travels with the message so that any process (including the
+    supervisor, which never imports user code) can settle it.
+    """
+
+    id: str
+    task: str
+    queue: str = "default"
+    priority: int = 0
+    created: float = 0.0
+    eta: float | None = None
+    expires: float | None = None
+    retries: int = 0
+    max_retries: int = 3
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 600.0
+    retry_jitter: bool = True
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    ignore_result: bool = False
+    attempts: tuple[Mapping[str, Any], ...] = ()
+    headers: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """File name in ready/: sorts by (priority high first, enqueue time, id)."""
+        return f"{9 - self.priority}-{int(self.created * 1e6):017d}-{self.id}"
+
+    @property
+    def scheduled_name(self) -> str:
+        """File name in scheduled/: the ETA first, then the ready/ name it will take."""
+        return f"{int((self.eta or 0) * 1e6):017d}_{self.name}"
+
+    def replace(self, **changes: Any) -> Message:
+        return dataclasses.replace(self, **changes)
+
+
+def new_id() -> str:
+    return os.urandom(16).hex()
+
+
+def ready_name_of(scheduled_name: str) -> str:
+    """The ready/ name a scheduled/ file takes when its ETA passes."""
+    return scheduled_name.partition("_")[2]
+
+
+def eta_of(scheduled_name: str) -> float:
+    return int(scheduled_name.partition("_")[0]) / 1e6
+
+
+def id_of(name: str) -> str:
+    """The message id at the end of a ready/ or scheduled/ file name."""
+    return name.rpartition("-")[2]
+
+
+def validate_queue(queue: str) -> str:
+    if not QUEUE_NAME.fullmatch(queue):
+        raise MessageError(
+            f"invalid queue name {queue!r}: use 1-64 letters, digits, '_', '-' or '.', "
+            "not starting with '.' or '-'"
+        )
+    return queue
+
+
+def validate_task_id(task_id: str) -> str:
+    """Ids end file names: no path separators, no '-' (it splits the name's fields)."""
+    if not TASK_ID.fullmatch(task_id):
+        raise MessageError(
+            f"invalid task id {task_id!r}: use 1-128 letters, digits, '_' or '.', "
+            "not starting with '.'"
+        )
+    return task_id
+
+
+# -- payload: the pickled call -------------------------------------------------
+
+
+def dump_call(task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
+    """Pickle ``(args, kwargs)``; fall back to dill for what pickle cannot take.
+
+    pickle is ~40x faster than dill for plain arguments, and dill handles
+    lambdas, closures and interactively defined functions.
+    """
+    call = (tuple(args), dict(kwargs))
+    try:
+        return _PICKLE + pickle.dumps(call, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        pass
+    import dill
+
+    try:
+        return _DILL + bytes(dill.dumps(call, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        raise _which_argument_fails(task, args, kwargs) from None
+
+
+def _which_argument_fails(
+    task: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> SerializationError:
+    import dill
+
+    named = [(f"positional argument {i}", v) for i, v in enumerate(args)]
+    named += [(f"argument {k!r}", v) for k, v in kwargs.items()]
+    for label, value in named:
+        try:
+            dill.dumps(value)
+        except Exception as exc:
+            return SerializationError(
+                f"task {task}: {label} ({type(value).__name__}) cannot be serialized: {exc}"
+            )
+    return SerializationError(f"task {task}: its arguments cannot be serialized")
+
+
+def dump_value(value: Any) -> bytes:
+    """Pickle one value (a result or an exception), dill as the fallback."""
+    try:
+        return _PICKLE + pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        pass
+    import dill
+
+    try:
+        return _DILL + bytes(dill.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception as exc:
+        raise SerializationError(
+            f"value of type {type(value).__name__} cannot be serialized: {exc}"
+        ) from exc
+
+
+def load_value(payload: bytes) -> Any:
+    """Unpickle a payload. Call only on bytes whose signature was verified."""
+    kind, body = payload[:1], payload[1:]
+    if kind == _PICKLE:
+        return pickle.loads(body)
+    if kind == _DILL:
+        import dill
+
+        return dill.loads(body)
+    raise MessageError(f"unknown payload kind {kind!r}")
+
+
+# -- signing --------------------------------------------------------------------
+
+
+def seal(header: Mapping[str, Any], payload: bytes, key: bytes) -> bytes:
+    """Sign a header and payload into the wire format."""
+    head = json.dumps(header, separators=(",", ":")).encode()
+    body = struct.pack(">I", len(head)) + head + payload
+    return MAGIC + hmac.digest(key, body, hashlib.sha256) + body
+
+
+def unseal(data: bytes, key: bytes) -> tuple[dict[str, Any], bytes]:
+    """Verify the signature, then parse the header. Raises BadSignature or MessageError."""
+    if len(data) < _PREFIX or not data.startswith(MAGIC):
+        raise MessageError("not a taskq message (bad magic or truncated)")
+    mac, body = data[len(MAGIC) : len(MAGIC) + _MAC_SIZE], data[len(MAGIC) + _MAC_SIZE :]
+    if not hmac.compare_digest(mac, hmac.digest(key, body, hashlib.sha256)):
+        raise BadSignature("signature does not match the secret key")
+    (size,) = struct.unpack(">I", body[:4])
+    if size > len(body) - 4:
+        raise MessageError("header length points past the end of the file")
+    try:
+        header = json.loads(body[4 : 4 + size])
+    except ValueError as exc:
+        raise MessageError(f"header is not valid JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise MessageError("header is not a JSON object")
+    return header, body[4 + size :]
+
+
+def encode(message: Message, payload: bytes, key: bytes) -> bytes:
+    return seal(dataclasses.asdict(message), payload, key)
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(Message))
+
+
+def decode(data: bytes, key: bytes) -> tuple[Message, bytes]:
+    """Verify and parse a message file into its envelope and (still pickled) payload."""
+    header, payload = unseal(data, key)
+    try:
+        known = {k: v for k, v in header.items() if k in _FIELDS}
+        known["attempts"] = tuple(known.get("attempts", ()))
+        return Message(**known), payload
+    except TypeError as exc:
+        raise MessageError(f"envelope is missing fields: {exc}") from exc
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,100 @@
+"""Every decision about a finished attempt, in one pure function.
+
+``settle(message, outcome, now)`` says what happens to a message: ack it,
+retry it at a time, or dead-letter it with a reason. No I/O here, so the
+worker, the supervisor (for children it killed or lost) and the tests all
+get the same answer.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from .message import Message
+
+
+class Outcome(Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the task raised an error its autoretry_for covers
+    FAILED_FINAL = "failed-final"  # the task raised an error that is never retried
+    RETRY_REQUESTED = "retry-requested"  # the task raised Retry
+    TIME_LIMIT = "time-limit"  # the supervisor killed it at its hard time limit
+    KILLED = "killed"  # its process died mid-task (SIGKILL, OOM, crash)
+    EXPIRED = "expired"  # its `expires` passed before it could start
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Done with the message: remove it."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryAt:
+    eta: float
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    reason: str
+
+
+Decision = Ack | RetryAt | Dead
+
+# Why a message ends in dead/ when its attempts run out, by what ended the last one.
+_EXHAUSTED_REASON = {
+    Outcome.FAILED: "max-retries",
+    Outcome.RETRY_REQUESTED: "max-retries",
+    Outcome.TIME_LIMIT: "time-limit",
+    Outcome.KILLED: "poison",
+}
+
+
+def backoff(
+    retries: int,
+    base: float,
+    cap: float,
+    jitter: bool,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Delay before attempt ``retries + 1``: ``base * 2**retries``, capped.
+
+    Jitter spreads retries of a burst of failures, but never shortens a delay
+    below half of it, so a backoff still backs off.
+    """
+    delay = min(base * 2.0**retries, cap)
+    if jitter:
+        delay *= 0.5 + 0.5 * rand()
+    return delay
+
+
+def settle(
+    message: Message,
+    outcome: Outcome,
+    now: float,
+    countdown: float | None = None,
+    rand: Callable[[], float] = random.random,
+) -> Decision:
+    """What to do with ``message`` after an attempt ended with ``outcome``."""
+    if outcome is Outcome.SUCCEEDED or outcome is Outcome.EXPIRED:
+        return Ack()
+    if outcome is Outcome.FAILED_FINAL:
+        return Dead("failed")
+    if message.retries >= message.max_retries:
+        return Dead(_EXHAUSTED_REASON[outcome])
+    if countdown is None:
+        countdown = backoff(
+            message.retries,
+            message.retry_backoff,
+            message.retry_backoff_max,
+            message.retry_jitter,
+            rand,
+        )
+    return RetryAt(now + countdown, countdown)
+
+
+def is_expired(message: Message, now: float) -> bool:
+    return message.expires is not None and now >= message.expires

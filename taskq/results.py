@@ -1,0 +1,148 @@
+"""Results: what a worker stores when a task ends, and ``AsyncResult`` to read it."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .errors import ResultNotFound, SerializationError, TaskFailed
+from .message import dump_value, load_value, seal, unseal
+
+if TYPE_CHECKING:
+    from .app import App
+
+R = TypeVar("R")
+
+PENDING, STARTED, RETRY, SUCCESS, FAILURE = "PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE"
+READY_STATES = frozenset({SUCCESS, FAILURE})
+
+
+def success_record(task_id: str, task: str, value: Any, key: bytes) -> bytes:
+    header = {"id": task_id, "task": task, "status": SUCCESS, "done": time.time()}
+    return seal(header, dump_value(value), key)
+
+
+def failure_record(
+    task_id: str, task: str, exc: BaseException, key: bytes, status: str = FAILURE
+) -> bytes:
+    """A failure (or a RETRY marker) with the exception and the worker's traceback."""
+    header = {
+        "id": task_id,
+        "task": task,
+        "status": status,
+        "done": time.time(),
+        "exc_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "exc_message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+    try:
+        payload = dump_value(exc)
+    except SerializationError:
+        payload = b""
+    return seal(header, payload, key)
+
+
+class AsyncResult(Generic[R]):
+    """A handle on a task's outcome: ``.status``, ``.ready()``, ``.get(timeout)``."""
+
+    def __init__(self, task_id: str, app: App | None = None) -> None:
+        from .app import default_app
+
+        self.id = task_id
+        self.app = app or default_app()
+
+    def __repr__(self) -> str:
+        return f"<AsyncResult {self.id} {self.status}>"
+
+    def _load(self) -> tuple[dict[str, Any], bytes] | None:
+        data = self.app.broker.load_result(self.id)
+        if data is None:
+            return None
+        return unseal(data, self.app.key)
+
+    @property
+    def status(self) -> str:
+        loaded = self._load()
+        if loaded is not None:
+            return str(loaded[0]["status"])
+        return STARTED if self.app.broker.find(self.id) == "claimed" else PENDING
+
+    state = status
+
+    def ready(self) -> bool:
+        loaded = self._load()
+        return loaded is not None and loaded[0]["status"] in READY_STATES
+
+    def successful(self) -> bool:
+        loaded = self._load()
+        return loaded is not None and loaded[0]["status"] == SUCCESS
+
+    def get(self, timeout: float | None = None, interval: float = 0.05) -> R:
+        """Wait for the task: its return value, or its exception raised here.
+
+        The exception carries the worker's traceback as a note (and as
+        ``remote_traceback``); ``TimeoutError`` if nothing came in ``timeout`` s.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.001
+        while True:
+            loaded = self._load()
+            if loaded is not None and loaded[0]["status"] in READY_STATES:
+                return self._outcome(*loaded)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"task {self.id} did not finish within {timeout} s")
+            time.sleep(pause)
+            pause = min(pause * 2, interval)
+
+    @property
+    def result(self) -> Any:
+        """The value (or exception) if ready, else None; never raises."""
+        loaded = self._load()
+        if loaded is None or loaded[0]["status"] not in READY_STATES:
+            return None
+        try:
+            return self._outcome(*loaded)
+        except Exception as exc:
+            return exc
+
+    def traceback(self) -> str | None:
+        loaded = self._load()
+        return None if loaded is None else loaded[0].get("traceback")
+
+    def _outcome(self, header: dict[str, Any], payload: bytes) -> R:
+        if header["status"] == SUCCESS:
+            value: R = load_value(payload)
+            return value
+        raise _rebuild(header, payload)
+
+    def forget(self) -> None:
+        """Nothing to do: results expire after ``result_expires``."""
+
+
+def _rebuild(header: dict[str, Any], payload: bytes) -> BaseException:
+    remote = str(header.get("traceback", ""))
+    exc: BaseException
+    try:
+        exc = load_value(payload) if payload else _failed(header)
+        if not isinstance(exc, BaseException):
+            exc = _failed(header)
+    except Exception:
+        exc = _failed(header)
+    exc.add_note(f"\nTraceback in the worker:\n{remote}")
+    exc.remote_traceback = remote  # type: ignore[attr-defined]
+    return exc
+
+
+def _failed(header: dict[str, Any]) -> TaskFailed:
+    return TaskFailed(
+        str(header.get("exc_type")), str(header.get("exc_message")), str(header.get("traceback"))
+    )
+
+
+def require(result: AsyncResult[Any]) -> dict[str, Any]:
+    """The stored header of a result, for the CLI (raises ResultNotFound)."""
+    loaded = result._load()
+    if loaded is None:
+        raise ResultNotFound(f"no result stored for task {result.id} (pending, or expired)")
+    return loaded[0]

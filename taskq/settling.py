@@ -1,0 +1,105 @@
+"""Carry out a policy decision on a claimed message: ack, retry later, or dead-letter.
+
+Used by the worker loop for attempts that ended in the task, and by the
+supervisor for attempts that ended with the process (killed, timed out).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from .brokers.base import Broker, Delivery
+from .message import Message, encode
+from .policy import Ack, Dead, Decision, Outcome, RetryAt
+from .results import RETRY, failure_record, success_record
+
+
+class Settler:
+    def __init__(self, broker: Broker, key: bytes, worker: str) -> None:
+        self.broker = broker
+        self.key = key
+        self.worker = worker
+
+    def succeeded(self, delivery: Delivery, message: Message, value: Any) -> None:
+        # The result is stored before the ack: a crash between the two runs the
+        # task again (at-least-once), it never loses the outcome.
+        if not message.ignore_result:
+            self.broker.store_result(
+                message.id, success_record(message.id, message.task, value, self.key)
+            )
+        self.broker.ack(delivery)
+
+    def apply(
+        self,
+        delivery: Delivery,
+        message: Message,
+        payload: bytes,
+        decision: Decision,
+        outcome: Outcome,
+        error: BaseException,
+    ) -> None:
+        """Settle an attempt that did not succeed."""
+        attempts = (*message.attempts, self._attempt(outcome, error))
+        if isinstance(decision, Ack):
+            self.broker.ack(delivery)
+        elif isinstance(decision, RetryAt):
+            again = message.replace(
+                retries=message.retries + 1, eta=decision.eta, attempts=attempts
+            )
+            if not message.ignore_result:
+                record = failure_record(message.id, message.task, error, self.key, status=RETRY)
+                self.broker.store_result(message.id, record)
+            self.broker.retry_later(delivery, again, encode(again, payload, self.key))
+        elif isinstance(decision, Dead):
+            if not message.ignore_result:
+                record = failure_record(message.id, message.task, error, self.key)
+                self.broker.store_result(message.id, record)
+            self.broker.dead_letter(
+                delivery, dead_record(delivery, message, decision.reason, error, attempts)
+            )
+
+    def reject(self, delivery: Delivery, reason: str, error: BaseException) -> None:
+        """Dead-letter a message that cannot be trusted or understood (never unpickled)."""
+        self.broker.dead_letter(delivery, dead_record(delivery, None, reason, error, ()))
+
+    def _attempt(self, outcome: Outcome, error: BaseException) -> Mapping[str, Any]:
+        return {
+            "at": _iso(time.time()),
+            "worker": self.worker,
+            "outcome": outcome.value,
+            "error": f"{type(error).__name__}: {error}",
+        }
+
+
+def dead_record(
+    delivery: Delivery,
+    message: Message | None,
+    reason: str,
+    error: BaseException,
+    attempts: tuple[Mapping[str, Any], ...],
+) -> dict[str, Any]:
+    """The readable record kept beside a dead message."""
+    record: dict[str, Any] = {
+        "id": message.id if message else None,
+        "task": message.task if message else None,
+        "queue": delivery.queue,
+        "file": delivery.name,
+        "reason": reason,
+        "died_at": _iso(time.time()),
+        "exc_type": type(error).__name__,
+        "exc_message": str(error),
+        "traceback": "".join(traceback.format_exception(error)),
+    }
+    if message is not None:
+        record["retries"] = message.retries
+        record["max_retries"] = message.max_retries
+        record["attempts"] = list(attempts)
+    return record
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")

@@ -1,0 +1,81 @@
+"""A small shared-memory board where each worker child posts what it is doing.
+
+The supervisor reads it to enforce hard time limits and report status, with
+no per-task message between the processes (a pipe round trip costs more than
+a whole task on the hot path). The mapping is made before the fork, so parent
+and child see the same bytes.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass
+
+# started_at, deadline (0 = none), tasks done, task id, task name
+_LAYOUT = struct.Struct("ddQ32s96s")
+# A sequence number before the posting: odd while the child writes, so the
+# supervisor never acts on a torn read (a half-written deadline).
+_SEQ = struct.Struct("Q")
+_SIZE = _SEQ.size + _LAYOUT.size
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    started_at: float
+    deadline: float
+    done: int
+    task_id: str
+    task: str
+
+    @property
+    def busy(self) -> bool:
+        return self.started_at > 0
+
+
+class Slot:
+    """One child's posting; the slot outlives the child and is reset on respawn."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self._map = mmap.mmap(-1, _SIZE)
+        self._done = 0
+        self._seq = 0
+
+    def reset(self) -> None:
+        self._done = 0
+        self._seq = 0
+        self._map[:] = bytes(_SIZE)
+
+    def start(self, task_id: str, task: str, started_at: float, deadline: float) -> None:
+        self._write(started_at, deadline, task_id, task)
+
+    def finish(self) -> None:
+        self._done += 1
+        self._write(0.0, 0.0, "", "")
+
+    def _write(self, started_at: float, deadline: float, task_id: str, task: str) -> None:
+        body = _LAYOUT.pack(
+            started_at, deadline, self._done, task_id.encode()[:32], task.encode()[:96]
+        )
+        self._seq += 1
+        self._map[: _SEQ.size] = _SEQ.pack(self._seq)
+        self._map[_SEQ.size :] = body
+        self._seq += 1
+        self._map[: _SEQ.size] = _SEQ.pack(self._seq)
+
+    def read(self) -> Posting:
+        for _ in range(1000):  # bounded: a child killed mid-write leaves an odd number
+            raw = self._map[:]
+            (before,) = _SEQ.unpack_from(raw)
+            (after,) = _SEQ.unpack_from(self._map[: _SEQ.size])
+            if before == after and before % 2 == 0:
+                break
+        started_at, deadline, done, task_id, task = _LAYOUT.unpack_from(raw, _SEQ.size)
+        return Posting(
+            started_at,
+            deadline,
+            done,
+            task_id.rstrip(b"\0").decode(errors="replace"),
+            task.rstrip(b"\0").decode(errors="replace"),
+        )

@@ -1,0 +1,274 @@
+"""The supervisor: keeps a pool of worker children alive and the broker tidy.
+
+It never imports user code (so a bad save or a crashing task cannot take it
+down). It forks children, respawns only the dead ones (backing off when they
+crash-loop), kills a child past its hard time limit, promotes due scheduled
+messages, recovers the claims of dead consumers, expires results, and turns
+SIGTERM/SIGINT into a warm, then a cold, shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import multiprocess
+from multiprocess.connection import wait
+
+from .app import open_broker
+from .brokers.base import Broker
+from .config import Settings
+from .errors import TimeLimitExceeded, WorkerLost
+from .message import new_id
+from .policy import Outcome
+from .recovery import recover_consumer
+from .slots import Slot
+from .worker import EXIT_IMPORT_ERROR, child_main
+
+log = logging.getLogger("taskq.supervisor")
+
+_TICK = 0.25  # seconds between housekeeping rounds when nothing wakes us sooner
+_SWEEP_EVERY = 1.0  # seconds between dead-consumer sweeps and status updates
+_EXPIRE_EVERY = 60.0  # seconds between result-expiry and tmp/ sweeps
+_TMP_MAX_AGE = 300.0  # a tmp/ file older than this belongs to a crashed writer
+_BACKOFF_MAX = 30.0  # longest wait before respawning a crash-looping child
+
+
+@dataclass
+class Child:
+    slot: Slot
+    consumer: str
+    process: Any = None
+    started: float = 0.0
+    failures: int = 0  # consecutive early deaths, for crash-loop back-off
+    respawn_at: float = 0.0
+    kill_reason: Outcome | None = None  # set when we kill it on purpose
+    requeue_only: bool = False  # killed for shutdown: give its claims back uncounted
+
+
+@dataclass
+class Supervisor:
+    settings: Settings
+    broker: Broker = field(init=False)
+    key: bytes = field(init=False)
+    children: list[Child] = field(default_factory=list)
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    _stop_requests: int = 0
+    _wake_r: int = -1
+    _next_sweep: float = 0.0
+    _next_expire: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.broker = open_broker(self.settings)
+        secret = self.settings.secret_key
+        self.key = secret.encode() if secret else self.broker.secret()
+        self._ctx = multiprocess.get_context("fork")
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        self.broker.register_worker(self.name)
+        log.info(
+            "taskq worker %s: %d processes, queues %s, broker %s",
+            self.name,
+            self.settings.worker_count,
+            ",".join(self.settings.queues),
+            self.settings.broker,
+        )
+        self._sweep_dead_consumers()
+        for index in range(self.settings.worker_count):
+            child = Child(Slot(index), consumer="")
+            self.children.append(child)
+            self._spawn(child)
+        while self._stop_requests == 0:
+            self._round()
+            self._sleep()
+        self._shutdown()
+        self.broker.unregister_worker(self.name)
+        log.info("taskq worker %s stopped", self.name)
+        return 0
+
+    def _round(self) -> None:
+        now = time.time()
+        self._reap()
+        self._enforce_time_limits(now)
+        self.broker.promote_due(now)
+        if now >= self._next_sweep:
+            self._next_sweep = now + _SWEEP_EVERY
+            self._sweep_dead_consumers()
+            self.broker.publish_worker_state(self.name, self.state())
+        if now >= self._next_expire:
+            self._next_expire = now + _EXPIRE_EVERY
+            self.broker.expire_results(now - self.settings.result_expires)
+            self.broker.sweep_tmp(now - _TMP_MAX_AGE)
+        for child in self.children:
+            if child.process is None and now >= child.respawn_at:
+                self._spawn(child)
+
+    def _sleep(self) -> None:
+        # Wake early when a child dies or a signal arrives (set_wakeup_fd).
+        sentinels = [c.process.sentinel for c in self.children if c.process is not None]
+        wait([*sentinels, self._wake_r], timeout=_TICK)
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    # -- children -------------------------------------------------------------
+
+    def _spawn(self, child: Child) -> None:
+        child.slot.reset()
+        child.consumer = f"{self.name}-{child.slot.index}-{new_id()[:6]}"
+        child.kill_reason = None
+        child.requeue_only = False
+        process = self._ctx.Process(
+            target=child_main,
+            args=(self.settings, child.slot, child.consumer),
+            name=f"worker-{child.slot.index}",
+        )
+        process.start()
+        child.process = process
+        child.started = time.monotonic()
+
+    def _reap(self) -> None:
+        for child in self.children:
+            process = child.process
+            if process is None or process.is_alive():
+                continue
+            child.process = None
+            self._settle_dead_child(child, process.exitcode)
+            self._plan_respawn(child, process.exitcode)
+
+    def _settle_dead_child(self, child: Child, exitcode: int | None) -> None:
+        if child.requeue_only:
+            outcome: Outcome | None = None
+        elif child.kill_reason is not None:
+            outcome = child.kill_reason
+        elif exitcode in (0, EXIT_IMPORT_ERROR):
+            outcome = None  # a clean exit holds no claims; give back any leftovers
+        else:
+            outcome = Outcome.KILLED
+            log.error(
+                "Worker %s (pid %s) died with exit code %s",
+                child.slot.index,
+                child.process and child.process.pid,
+                exitcode,
+            )
+        error = TimeLimitExceeded if outcome is Outcome.TIME_LIMIT else WorkerLost
+        recover_consumer(self.broker, self.key, child.consumer, outcome, error, self.name)
+
+    def _plan_respawn(self, child: Child, exitcode: int | None) -> None:
+        lived = time.monotonic() - child.started
+        early_death = exitcode != 0 and lived < 5.0
+        child.failures = child.failures + 1 if early_death else 0
+        delay = min(0.1 * 2 ** (child.failures - 1), _BACKOFF_MAX) if child.failures else 0.0
+        if delay:
+            log.warning("Worker %s keeps dying: respawning in %.1f s", child.slot.index, delay)
+        child.respawn_at = time.time() + delay
+
+    def _enforce_time_limits(self, now: float) -> None:
+        for child in self.children:
+            posting = child.slot.read()
+            if child.process is None or not posting.busy or not posting.deadline:
+                continue
+            if now >= posting.deadline and child.kill_reason is None:
+                log.error(
+                    "Task %s[%s] passed its time limit: killing worker %s (pid %s)",
+                    posting.task,
+                    posting.task_id,
+                    child.slot.index,
+                    child.process.pid,
+                )
+                child.kill_reason = Outcome.TIME_LIMIT
+                _kill(child.process.pid)
+
+    def _sweep_dead_consumers(self) -> None:
+        mine = {c.consumer for c in self.children}
+        for consumer in self.broker.dead_consumers():
+            if consumer not in mine:
+                recover_consumer(
+                    self.broker, self.key, consumer, Outcome.KILLED, WorkerLost, self.name
+                )
+
+    # -- shutdown -------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        self._wake_r, wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        self._stop_requests += 1
+        if self._stop_requests == 1:
+            log.info("Warm shutdown: finishing tasks in flight (signal again to stop now)")
+        else:
+            log.warning("Cold shutdown: stopping tasks now; they go back to ready/")
+
+    def _shutdown(self) -> None:
+        for child in self.children:
+            if child.process is not None:
+                _signal(child.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        while self._alive() and time.monotonic() < deadline and self._stop_requests < 2:
+            self._sleep()
+            self._reap_without_respawn()
+        for child in self.children:
+            if child.process is not None:
+                child.requeue_only = True
+                _kill(child.process.pid)
+                child.process.join(5)
+        self._reap_without_respawn()
+
+    def _alive(self) -> bool:
+        return any(c.process is not None and c.process.is_alive() for c in self.children)
+
+    def _reap_without_respawn(self) -> None:
+        for child in self.children:
+            if child.process is not None and not child.process.is_alive():
+                exitcode = child.process.exitcode
+                self._settle_dead_child(child, exitcode)
+                child.process = None
+
+    # -- status ---------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        children = []
+        for child in self.children:
+            posting = child.slot.read()
+            children.append(
+                {
+                    "pid": child.process.pid if child.process is not None else None,
+                    "done": posting.done,
+                    "task": posting.task or None,
+                    "task_id": posting.task_id or None,
+                    "started_at": posting.started_at or None,
+                }
+            )
+        return {
+            "name": self.name,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "queues": list(self.settings.queues),
+            "updated": time.time(),
+            "children": children,
+        }
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def _kill(pid: int) -> None:
+    _signal(pid, signal.SIGKILL)

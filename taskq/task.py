@@ -1,0 +1,225 @@
+"""``@task``: declare a function as a task; ``.delay()`` sends a call to the broker.
+
+The broker is resolved at the first publish, not at import, so importing a
+tasks module never touches the disk or the network.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, overload
+
+from .errors import Retry, TaskqError
+from .message import Message, dump_call, new_id, validate_queue, validate_task_id
+
+if TYPE_CHECKING:
+    from .app import App
+    from .results import AsyncResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_registry: dict[str, Task[Any, Any]] = {}
+
+
+def registry() -> Mapping[str, Task[Any, Any]]:
+    """Every task declared in this process, by name."""
+    return _registry
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    queue: str = "default"
+    priority: int = 0
+    max_retries: int = 3
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 600.0
+    retry_jitter: bool = True
+    autoretry_for: tuple[type[BaseException], ...] = (Exception,)
+    dont_autoretry_for: tuple[type[BaseException], ...] = ()
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    expires: float | None = None
+    ignore_result: bool = False
+    bind: bool = False
+
+    def __post_init__(self) -> None:
+        validate_queue(self.queue)
+        _check_priority(self.priority)
+        if self.max_retries < 0:
+            raise TaskqError(f"max_retries must be >= 0, got {self.max_retries}")
+
+    def retries_on(self, exc: BaseException) -> bool:
+        """Whether a failure with ``exc`` gets another attempt."""
+        return isinstance(exc, self.autoretry_for) and not isinstance(exc, self.dont_autoretry_for)
+
+
+@dataclass(slots=True)
+class Request:
+    """What a bound task sees as ``self.request`` while it runs."""
+
+    id: str = ""
+    retries: int = 0
+    eta: float | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Task(Generic[P, R]):
+    """A function that can also run later, in a worker: ``f.delay(...)``."""
+
+    def __init__(self, fn: Callable[..., R], app: App, name: str, options: TaskOptions) -> None:
+        self.fn = fn
+        self.app = app
+        self.name = name
+        self.options = options
+        self._local = threading.local()
+        functools.update_wrapper(self, fn)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    @property
+    def request(self) -> Request:
+        request: Request | None = getattr(self._local, "request", None)
+        return request if request is not None else Request()
+
+    @request.setter
+    def request(self, value: Request | None) -> None:
+        self._local.request = value
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the task inline, in this process."""
+        if self.options.bind:
+            return self.fn(self, *args, **kwargs)
+        return self.fn(*args, **kwargs)
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """Send a call to the broker; returns at once."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        expires: datetime | float | None = None,
+        task_id: str | None = None,
+    ) -> AsyncResult[R]:
+        """Send a call with options: ``countdown`` seconds or an ``eta`` to run
+        at, a ``priority`` 0-9 (9 first), another ``queue``, ``expires`` (seconds
+        from now or a datetime), a chosen ``task_id``."""
+        message = self.message(
+            args,
+            kwargs or {},
+            countdown=countdown,
+            eta=eta,
+            priority=priority,
+            queue=queue,
+            expires=expires,
+            task_id=task_id,
+        )
+        self.app.publish(message, dump_call(self.name, args, kwargs or {}))
+        return self.app.AsyncResult(message.id)
+
+    def map(self, calls: Iterable[Sequence[Any] | Any]) -> list[AsyncResult[R]]:
+        """Enqueue one call per item (a tuple of positional arguments, or a single
+        argument) in one batch: with ``durable = true`` the whole batch costs one
+        flush to disk instead of one per message."""
+        batch = []
+        for item in calls:
+            args = tuple(item) if isinstance(item, tuple | list) else (item,)
+            batch.append((self.message(args, {}), dump_call(self.name, args, {})))
+        self.app.publish_many(batch)
+        return [self.app.AsyncResult(m.id) for m, _ in batch]
+
+    def message(self, args: Sequence[Any], kwargs: Mapping[str, Any], **options: Any) -> Message:
+        """The envelope a call would be sent in (nothing is written)."""
+        o = self.options
+        now = time.time()
+        priority = options.get("priority")
+        priority = _check_priority(o.priority if priority is None else priority)
+        return Message(
+            id=validate_task_id(options["task_id"]) if options.get("task_id") else new_id(),
+            task=self.name,
+            queue=validate_queue(options.get("queue") or o.queue),
+            priority=priority,
+            created=now,
+            eta=_eta(now, options.get("countdown"), options.get("eta")),
+            expires=_when(now, options.get("expires") or o.expires),
+            max_retries=o.max_retries,
+            retry_backoff=o.retry_backoff,
+            retry_backoff_max=o.retry_backoff_max,
+            retry_jitter=o.retry_jitter,
+            time_limit=o.time_limit,
+            soft_time_limit=o.soft_time_limit,
+            ignore_result=o.ignore_result,
+        )
+
+    def retry(self, countdown: float | None = None, exc: BaseException | None = None) -> NoReturn:
+        """Ask for another attempt (from inside a bound task)."""
+        raise Retry(countdown=countdown, exc=exc)
+
+
+def _check_priority(priority: int) -> int:
+    if not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise TaskqError(f"priority must be an integer from 0 to 9, got {priority!r}")
+    return priority
+
+
+def _when(now: float, value: datetime | float | None) -> float | None:
+    """A datetime is a moment; a number is seconds from now."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return now + float(value)
+
+
+def _eta(now: float, countdown: float | None, eta: datetime | float | None) -> float | None:
+    if countdown is not None and eta is not None:
+        raise TaskqError("give either countdown or eta, not both")
+    if countdown is not None:
+        return now + float(countdown)
+    if isinstance(eta, datetime):
+        return eta.timestamp()
+    return float(eta) if eta is not None else None
+
+
+def make_task(fn: Callable[..., Any], app: App, name: str | None, **options: Any) -> Task[Any, Any]:
+    name = name or f"{fn.__module__}.{fn.__qualname__}"
+    if "autoretry_for" in options:
+        options["autoretry_for"] = tuple(options["autoretry_for"])
+    if "dont_autoretry_for" in options:
+        options["dont_autoretry_for"] = tuple(options["dont_autoretry_for"])
+    try:
+        task_options = TaskOptions(**options)
+    except TypeError as exc:
+        raise TaskqError(f"@task on {name}: {exc}") from None
+    declared: Task[Any, Any] = Task(fn, app, name, task_options)
+    _registry[name] = declared
+    return declared
+
+
+@overload
+def task(fn: Callable[P, R], /) -> Task[P, R]: ...
+@overload
+def task(*, name: str | None = None, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+def task(
+    fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any
+) -> Any:
+    """Declare a task on the default app (configured from taskq.toml / TASKQ_*).
+
+    ``@task`` or ``@task(max_retries=5, retry_backoff=2.0, queue="images", ...)``.
+    """
+    from .app import default_app
+
+    return default_app().task(fn, name=name, **options)

@@ -1,0 +1,1 @@
+"""pytest plugin for projects using taskq (filled in below)."""

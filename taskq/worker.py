@@ -1,0 +1,263 @@
+"""The loop inside one worker child: claim -> verify -> run -> settle.
+
+No signals beyond "stop after this task", no pool, no reload: those belong to
+the supervisor. Everything that decides a message's fate is in ``policy``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from .brokers.base import Broker, Consumer, Delivery
+from .config import Settings
+from .errors import (
+    BadSignature,
+    MessageError,
+    Retry,
+    SoftTimeLimitExceeded,
+    TaskNotFound,
+)
+from .message import Message, decode, load_value
+from .policy import Dead, Decision, Outcome, RetryAt, is_expired, settle
+from .settling import Settler
+from .slots import Slot
+from .task import Request, Task, registry
+
+log = logging.getLogger("taskq.worker")
+
+
+class Worker:
+    """Runs claimed messages in this process and settles each one."""
+
+    def __init__(
+        self, broker: Broker, key: bytes, consumer: Consumer, slot: Slot | None = None
+    ) -> None:
+        self.broker = broker
+        self.key = key
+        self.consumer = consumer
+        self.slot = slot or Slot(0)
+        self.settler = Settler(broker, key, consumer.name)
+        self.stopping = False
+        self.done = 0
+
+    def run(self, should_continue: Callable[[], bool] = lambda: True) -> None:
+        while not self.stopping and should_continue():
+            delivery = self.consumer.claim(timeout=1.0)
+            if delivery is not None and not self.stopping:
+                self.process(delivery)
+            elif delivery is not None:
+                self.broker.requeue(delivery)  # claimed as a stop came in: not started
+
+    def process(self, delivery: Delivery) -> None:
+        try:
+            message, payload = decode(delivery.data, self.key)
+        except BadSignature as exc:
+            log.error("Message %s has a bad signature: dead-lettered unopened", delivery.name)
+            self.settler.reject(delivery, "bad-signature", exc)
+            return
+        except MessageError as exc:
+            log.error("Message %s cannot be decoded (%s): dead-lettered", delivery.name, exc)
+            self.settler.reject(delivery, "undecodable", exc)
+            return
+        if is_expired(message, time.time()):
+            log.warning(
+                "Task %s[%s] expired before it could run: dropped", message.task, message.id
+            )
+            self.broker.ack(delivery)
+            return
+        task = registry().get(message.task)
+        if task is None:
+            self._unrunnable(
+                delivery,
+                message,
+                payload,
+                "unknown-task",
+                TaskNotFound(f"no task named {message.task!r} is declared in the worker's modules"),
+            )
+            return
+        try:
+            args, kwargs = load_value(payload)
+        except Exception as exc:
+            self._unrunnable(delivery, message, payload, "undecodable", exc)
+            return
+        self._run(delivery, message, payload, task, args, kwargs)
+
+    def _unrunnable(
+        self, delivery: Delivery, message: Message, payload: bytes, reason: str, error: Exception
+    ) -> None:
+        log.error("Task %s[%s] dead-lettered (%s): %s", message.task, message.id, reason, error)
+        self.settler.apply(delivery, message, payload, Dead(reason), Outcome.FAILED_FINAL, error)
+
+    def _run(
+        self,
+        delivery: Delivery,
+        message: Message,
+        payload: bytes,
+        task: Task[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        log.info("Task %s[%s] received", message.task, message.id)
+        started = time.time()
+        deadline = started + message.time_limit if message.time_limit else 0.0
+        self.slot.start(message.id, message.task, started, deadline)
+        outcome, value, countdown = run_task(task, message, args, kwargs)
+        self.slot.finish()
+        self.done += 1
+        elapsed_ms = (time.time() - started) * 1000
+        if outcome is Outcome.SUCCEEDED:
+            self.settler.succeeded(delivery, message, value)
+            log.info(
+                "Task %s[%s] succeeded in %.1f ms: %.200r",
+                message.task,
+                message.id,
+                elapsed_ms,
+                value,
+            )
+            return
+        decision = settle(message, outcome, time.time(), countdown)
+        self.settler.apply(delivery, message, payload, decision, outcome, value)
+        describe(message, decision, value, elapsed_ms)
+
+
+def describe(message: Message, decision: Decision, error: BaseException, elapsed_ms: float) -> None:
+    """One log line for an attempt that did not succeed."""
+    what = f"Task {message.task}[{message.id}]"
+    if isinstance(decision, RetryAt):
+        log.warning(
+            "%s failed in %.1f ms (%s: %s): retry in %.2f s (attempt %d/%d)",
+            what,
+            elapsed_ms,
+            type(error).__name__,
+            error,
+            decision.delay,
+            message.retries + 2,
+            message.max_retries + 1,
+        )
+    elif isinstance(decision, Dead):
+        log.error(
+            "%s failed (%s: %s): dead-lettered (%s)",
+            what,
+            type(error).__name__,
+            error,
+            decision.reason,
+        )
+
+
+def run_task(
+    task: Task[Any, Any], message: Message, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Outcome, Any, float | None]:
+    """Call the task: (outcome, return value or exception, requested countdown)."""
+    task.request = Request(message.id, message.retries, message.eta, message.headers)
+    if message.soft_time_limit:
+        signal.setitimer(signal.ITIMER_REAL, message.soft_time_limit)
+    try:
+        return Outcome.SUCCEEDED, task(*args, **kwargs), None
+    except Retry as retry:
+        return Outcome.RETRY_REQUESTED, retry.exc or retry, retry.countdown
+    except (Exception, SystemExit) as exc:
+        retryable = task.options.retries_on(exc)
+        return (Outcome.FAILED if retryable else Outcome.FAILED_FINAL), exc, None
+    finally:
+        if message.soft_time_limit:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        task.request = None
+
+
+def _soft_limit(signum: int, frame: FrameType | None) -> None:
+    raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+
+def rss_mb() -> float:
+    """This process's resident memory in MB."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        scale = 1 if sys.platform == "darwin" else 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def install_child_signals(on_stop: Callable[[], None]) -> None:
+    """Ctrl-C reaches the whole process group: only the supervisor acts on it.
+    SIGTERM from the supervisor means: finish the task in hand, then exit."""
+    signal.set_wakeup_fd(-1)  # inherited from the supervisor: its pipe is not ours
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda s, f: on_stop())
+    signal.signal(signal.SIGALRM, _soft_limit)
+
+
+EXIT_IMPORT_ERROR = 3
+
+
+def child_main(settings: Settings, slot: Slot, consumer_name: str) -> None:
+    """Entry point of a forked worker child."""
+    from .app import App, set_default_app
+
+    state: dict[str, Any] = {"stop": False, "worker": None}
+
+    def on_stop() -> None:
+        state["stop"] = True
+        worker: Worker | None = state["worker"]
+        if worker is not None:
+            worker.stopping = True
+            worker.consumer.wake()
+
+    install_child_signals(on_stop)
+    import multiprocessing  # logging names processes after the stdlib's idea of them
+
+    multiprocessing.current_process().name = f"worker-{slot.index}"
+    app = App.from_settings(settings)
+    set_default_app(app)
+    try:
+        import_modules(settings.modules)
+    except Exception as exc:
+        log.error("Cannot import the task modules: %s", describe_import_error(exc))
+        sys.exit(EXIT_IMPORT_ERROR)
+    consumer = app.broker.open_consumer(settings.queues, consumer_name)
+    worker = Worker(app.broker, app.key, consumer, slot)
+    state["worker"] = worker
+    worker.stopping = state["stop"]
+    try:
+        worker.run(should_continue=lambda: not recycle_due(worker, settings))
+    finally:
+        consumer.close()
+
+
+def import_modules(modules: tuple[str, ...]) -> None:
+    """Import the task modules, with the working directory on sys.path (as Celery does)."""
+    import importlib
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for module in modules:
+        importlib.import_module(module)
+
+
+def describe_import_error(exc: BaseException) -> str:
+    """The error with the file and line at fault, for one log line."""
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError in {exc.filename}, line {exc.lineno}: {exc.msg}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def recycle_due(worker: Worker, settings: Settings) -> bool:
+    """Whether this child should exit and be replaced by a fresh one."""
+    if settings.max_tasks_per_child and worker.done >= settings.max_tasks_per_child:
+        log.info("Recycling after %d tasks (max_tasks_per_child)", worker.done)
+        return True
+    if settings.max_memory_per_child and worker.done and rss_mb() > settings.max_memory_per_child:
+        log.info("Recycling at %.0f MB (max_memory_per_child)", rss_mb())
+        return True
+    return False
