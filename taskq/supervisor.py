@@ -249,6 +249,7 @@ class Supervisor:
             children.append(
                 {
                     "pid": child.process.pid if child.process is not None else None,
+                    "consumer": child.consumer,
                     "done": posting.done,
                     "task": posting.task or None,
                     "task_id": posting.task_id or None,

@@ -72,9 +72,11 @@ class Request:
 class Task(Generic[P, R]):
     """A function that can also run later, in a worker: ``f.delay(...)``."""
 
-    def __init__(self, fn: Callable[..., R], app: App, name: str, options: TaskOptions) -> None:
+    def __init__(
+        self, fn: Callable[..., R], app: App | None, name: str, options: TaskOptions
+    ) -> None:
         self.fn = fn
-        self.app = app
+        self._app = app
         self.name = name
         self.options = options
         self._local = threading.local()
@@ -82,6 +84,15 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
+
+    @property
+    def app(self) -> App:
+        """The app this task publishes through: its own, or the default app at call time."""
+        if self._app is not None:
+            return self._app
+        from .app import default_app
+
+        return default_app()
 
     @property
     def request(self) -> Request:
@@ -194,7 +205,9 @@ def _eta(now: float, countdown: float | None, eta: datetime | float | None) -> f
     return float(eta) if eta is not None else None
 
 
-def make_task(fn: Callable[..., Any], app: App, name: str | None, **options: Any) -> Task[Any, Any]:
+def make_task(
+    fn: Callable[..., Any], app: App | None, name: str | None, **options: Any
+) -> Task[Any, Any]:
     name = name or f"{fn.__module__}.{fn.__qualname__}"
     if "autoretry_for" in options:
         options["autoretry_for"] = tuple(options["autoretry_for"])
@@ -220,6 +233,6 @@ def task(
 
     ``@task`` or ``@task(max_retries=5, retry_backoff=2.0, queue="images", ...)``.
     """
-    from .app import default_app
-
-    return default_app().task(fn, name=name, **options)
+    if fn is not None:
+        return make_task(fn, None, name, **options)
+    return lambda f: make_task(f, None, name, **options)
