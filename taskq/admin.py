@@ -52,7 +52,8 @@ def format_status(report: dict[str, Any]) -> str:
                 if child["task"]
                 else "idle"
             )
-            lines.append(f"    pid {child['pid']}: {child['done']} done, {doing}")
+            expired = f", {child['expired']} expired" if child.get("expired") else ""
+            lines.append(f"    pid {child['pid']}: {child['done']} done{expired}, {doing}")
     return "\n".join(lines)
 
 
@@ -98,6 +99,8 @@ def retry_dead(settings: Settings, message_id: str | None) -> int:
         except MessageError as exc:
             raise TaskqError(f"dead message {letter.id} cannot be decoded: {exc}") from exc
         fresh = message.replace(retries=0, eta=None, attempts=())
+        # The old FAILURE would answer .get() before the new attempt runs.
+        app.broker.delete_result(message.id)
         app.broker.publish(fresh, encode(fresh, payload, app.key))
         app.broker.remove_dead(letter)
     return len(letters)

@@ -9,6 +9,7 @@
     ├── TaskNotFound            a message names a task no loaded module declares
     ├── ResultNotFound          no result is stored (or it expired)
     ├── TaskFailed              a task failed and its exception could not be rebuilt
+    ├── TaskExpired             the task's ``expires`` passed before it started
     ├── WorkerLost              the worker process died while running the task
     └── TimeLimitExceeded       the task passed its hard time limit and was killed
 
@@ -61,6 +62,10 @@ class TaskFailed(TaskqError):
         self.exc_type = exc_type
         self.message = message
         self.remote_traceback = traceback
+
+
+class TaskExpired(TaskqError):
+    """A task's ``expires`` passed before a worker could start it; it never ran."""
 
 
 class WorkerLost(TaskqError):

@@ -2,11 +2,13 @@
 
 Wire format of one message (and of one stored result)::
 
-    b"TQ1" | HMAC-SHA256 (32 bytes) | header length (4 bytes, big endian) | header | payload
+    b"TQ1" | body length (4) | HMAC-SHA256 of body (32) | body
+    body = header length (4) | header | payload          (lengths: big endian)
 
-The header is JSON (the envelope); the payload is the pickled call. The HMAC
-covers everything after it and is checked before anything is parsed, because
-unpickling runs code: a file we did not sign is never loaded.
+The header is JSON (the envelope); the payload is the pickled call. The body
+length tells a truncated file from a forged one before anything else; the
+HMAC is checked before anything is parsed, because unpickling runs code: a
+file we did not sign is never loaded.
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ from .errors import BadSignature, MessageError, SerializationError
 
 MAGIC = b"TQ1"
 _MAC_SIZE = 32
-_PREFIX = len(MAGIC) + _MAC_SIZE + 4
+_PREFIX = len(MAGIC) + 4 + _MAC_SIZE
 _PICKLE = b"p"
 _DILL = b"d"
 
 QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-TASK_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.]{0,127}")
+TASK_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +93,8 @@ def eta_of(scheduled_name: str) -> float:
 
 def id_of(name: str) -> str:
     """The message id at the end of a ready/ or scheduled/ file name."""
-    return name.rpartition("-")[2]
+    parts = name.split("-", 2)  # priority, enqueue time, then the id (which may hold '-')
+    return parts[2] if len(parts) == 3 else name
 
 
 def validate_queue(queue: str) -> str:
@@ -104,11 +107,11 @@ def validate_queue(queue: str) -> str:
 
 
 def validate_task_id(task_id: str) -> str:
-    """Ids end file names: no path separators, no '-' (it splits the name's fields)."""
+    """Ids end file names: no path separators, nothing hidden."""
     if not TASK_ID.fullmatch(task_id):
         raise MessageError(
-            f"invalid task id {task_id!r}: use 1-128 letters, digits, '_' or '.', "
-            "not starting with '.'"
+            f"invalid task id {task_id!r}: use 1-128 letters, digits, '_', '-' or '.', "
+            "not starting with '.' or '-'"
         )
     return task_id
 
@@ -124,7 +127,11 @@ def dump_call(task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> byte
     """
     call = (tuple(args), dict(kwargs))
     try:
-        return _PICKLE + pickle.dumps(call, protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(call, protocol=pickle.HIGHEST_PROTOCOL)
+        # pickle refers to a script's functions and classes as "__main__.name",
+        # which the worker's own __main__ does not have: dill sends them by value.
+        if b"__main__" not in data:
+            return _PICKLE + data
     except Exception:
         pass
     import dill
@@ -187,14 +194,19 @@ def seal(header: Mapping[str, Any], payload: bytes, key: bytes) -> bytes:
     """Sign a header and payload into the wire format."""
     head = json.dumps(header, separators=(",", ":")).encode()
     body = struct.pack(">I", len(head)) + head + payload
-    return MAGIC + hmac.digest(key, body, hashlib.sha256) + body
+    return MAGIC + struct.pack(">I", len(body)) + hmac.digest(key, body, hashlib.sha256) + body
 
 
 def unseal(data: bytes, key: bytes) -> tuple[dict[str, Any], bytes]:
     """Verify the signature, then parse the header. Raises BadSignature or MessageError."""
-    if len(data) < _PREFIX or not data.startswith(MAGIC):
-        raise MessageError("not a taskq message (bad magic or truncated)")
-    mac, body = data[len(MAGIC) : len(MAGIC) + _MAC_SIZE], data[len(MAGIC) + _MAC_SIZE :]
+    if not data.startswith(MAGIC):
+        raise MessageError("not a taskq message (no TQ1 magic)")
+    if len(data) < _PREFIX:
+        raise MessageError(f"truncated: {len(data)} bytes, shorter than the fixed prefix")
+    (length,) = struct.unpack_from(">I", data, len(MAGIC))
+    mac, body = data[len(MAGIC) + 4 : _PREFIX], data[_PREFIX:]
+    if len(body) != length:
+        raise MessageError(f"truncated: the body has {len(body)} of its {length} bytes")
     if not hmac.compare_digest(mac, hmac.digest(key, body, hashlib.sha256)):
         raise BadSignature("signature does not match the secret key")
     (size,) = struct.unpack(">I", body[:4])

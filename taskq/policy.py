@@ -65,7 +65,9 @@ def backoff(
     Jitter spreads retries of a burst of failures, but never shortens a delay
     below half of it, so a backoff still backs off.
     """
-    delay = min(base * 2.0**retries, cap)
+    # 2.0**retries raises OverflowError past 1023 retries; 2.0**1000 times any real
+    # base is far past any real cap, so the exponent can stop there.
+    delay = min(base * 2.0 ** min(retries, 1000), cap)
     if jitter:
         delay *= 0.5 + 0.5 * rand()
     return delay

@@ -117,7 +117,8 @@ class AsyncResult(Generic[R]):
         raise _rebuild(header, payload)
 
     def forget(self) -> None:
-        """Nothing to do: results expire after ``result_expires``."""
+        """Delete the stored result now (otherwise it expires after ``result_expires``)."""
+        self.app.broker.delete_result(self.id)
 
 
 def _rebuild(header: dict[str, Any], payload: bytes) -> BaseException:

@@ -33,6 +33,13 @@ class Settler:
             )
         self.broker.ack(delivery)
 
+    def expired(self, delivery: Delivery, message: Message, error: BaseException) -> None:
+        """Drop a message whose ``expires`` passed; ``.get()`` then raises ``error``."""
+        if not message.ignore_result:
+            record = failure_record(message.id, message.task, error, self.key)
+            self.broker.store_result(message.id, record)
+        self.broker.ack(delivery)
+
     def apply(
         self,
         delivery: Delivery,

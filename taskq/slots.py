@@ -12,8 +12,8 @@ import mmap
 import struct
 from dataclasses import dataclass
 
-# started_at, deadline (0 = none), tasks done, task id, task name
-_LAYOUT = struct.Struct("ddQ32s96s")
+# started_at, deadline (0 = none), tasks done, expired dropped, task id, task name
+_LAYOUT = struct.Struct("ddQQ64s96s")
 # A sequence number before the posting: odd while the child writes, so the
 # supervisor never acts on a torn read (a half-written deadline).
 _SEQ = struct.Struct("Q")
@@ -25,6 +25,7 @@ class Posting:
     started_at: float
     deadline: float
     done: int
+    expired: int
     task_id: str
     task: str
 
@@ -40,10 +41,12 @@ class Slot:
         self.index = index
         self._map = mmap.mmap(-1, _SIZE)
         self._done = 0
+        self._expired = 0
         self._seq = 0
 
     def reset(self) -> None:
         self._done = 0
+        self._expired = 0
         self._seq = 0
         self._map[:] = bytes(_SIZE)
 
@@ -54,9 +57,18 @@ class Slot:
         self._done += 1
         self._write(0.0, 0.0, "", "")
 
+    def count_expired(self) -> None:
+        self._expired += 1
+        self._write(0.0, 0.0, "", "")
+
     def _write(self, started_at: float, deadline: float, task_id: str, task: str) -> None:
         body = _LAYOUT.pack(
-            started_at, deadline, self._done, task_id.encode()[:32], task.encode()[:96]
+            started_at,
+            deadline,
+            self._done,
+            self._expired,
+            task_id.encode()[:64],
+            task.encode()[:96],
         )
         self._seq += 1
         self._map[: _SEQ.size] = _SEQ.pack(self._seq)
@@ -71,11 +83,12 @@ class Slot:
             (after,) = _SEQ.unpack_from(self._map[: _SEQ.size])
             if before == after and before % 2 == 0:
                 break
-        started_at, deadline, done, task_id, task = _LAYOUT.unpack_from(raw, _SEQ.size)
+        started_at, deadline, done, expired, task_id, task = _LAYOUT.unpack_from(raw, _SEQ.size)
         return Posting(
             started_at,
             deadline,
             done,
+            expired,
             task_id.rstrip(b"\0").decode(errors="replace"),
             task.rstrip(b"\0").decode(errors="replace"),
         )

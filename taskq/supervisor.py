@@ -25,7 +25,7 @@ from .app import open_broker
 from .brokers.base import Broker
 from .config import Settings
 from .errors import TimeLimitExceeded, WorkerLost
-from .message import new_id
+from .message import new_id, validate_queue
 from .policy import Outcome
 from .recovery import recover_consumer
 from .slots import Slot
@@ -65,6 +65,9 @@ class Supervisor:
     _next_expire: float = 0.0
 
     def __post_init__(self) -> None:
+        # Checked here, not only in each child: a bad name is one error, not a crash loop.
+        for queue in self.settings.queues:
+            validate_queue(queue)
         self.broker = open_broker(self.settings)
         secret = self.settings.secret_key
         self.key = secret.encode() if secret else self.broker.secret()
@@ -143,8 +146,8 @@ class Supervisor:
             process = child.process
             if process is None or process.is_alive():
                 continue
+            self._settle_dead_child(child, process.exitcode)  # logs the dead child's pid
             child.process = None
-            self._settle_dead_child(child, process.exitcode)
             self._plan_respawn(child, process.exitcode)
 
     def _settle_dead_child(self, child: Child, exitcode: int | None) -> None:
@@ -221,11 +224,13 @@ class Supervisor:
                 _signal(child.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.settings.shutdown_timeout
         while self._alive() and time.monotonic() < deadline and self._stop_requests < 2:
+            # A warm shutdown waits for tasks in flight, but not past their hard limit.
+            self._enforce_time_limits(time.time())
             self._sleep()
             self._reap_without_respawn()
         for child in self.children:
             if child.process is not None:
-                child.requeue_only = True
+                child.requeue_only = child.kill_reason is None
                 _kill(child.process.pid)
                 child.process.join(5)
         self._reap_without_respawn()
@@ -251,6 +256,7 @@ class Supervisor:
                     "pid": child.process.pid if child.process is not None else None,
                     "consumer": child.consumer,
                     "done": posting.done,
+                    "expired": posting.expired,
                     "task": posting.task or None,
                     "task_id": posting.task_id or None,
                     "started_at": posting.started_at or None,

@@ -6,6 +6,7 @@ the supervisor. Everything that decides a message's fate is in ``policy``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
@@ -23,7 +24,9 @@ from .errors import (
     BadSignature,
     MessageError,
     Retry,
+    SerializationError,
     SoftTimeLimitExceeded,
+    TaskExpired,
     TaskNotFound,
 )
 from .message import Message, decode, load_value
@@ -69,10 +72,17 @@ class Worker:
             self.settler.reject(delivery, "undecodable", exc)
             return
         if is_expired(message, time.time()):
+            self.slot.count_expired()
+            self.settler.expired(
+                delivery,
+                message,
+                TaskExpired(
+                    f"task {message.task}[{message.id}] expired before a worker could start it"
+                ),
+            )
             log.warning(
                 "Task %s[%s] expired before it could run: dropped", message.task, message.id
             )
-            self.broker.ack(delivery)
             return
         task = registry().get(message.task)
         if task is None:
@@ -115,7 +125,12 @@ class Worker:
         self.done += 1
         elapsed_ms = (time.time() - started) * 1000
         if outcome is Outcome.SUCCEEDED:
-            self.settler.succeeded(delivery, message, value)
+            try:
+                self.settler.succeeded(delivery, message, value)
+            except SerializationError as exc:
+                # Running it again would return the same value: fail it for good.
+                outcome, value = Outcome.FAILED_FINAL, exc
+        if outcome is Outcome.SUCCEEDED:
             log.info(
                 "Task %s[%s] succeeded in %.1f ms: %.200r",
                 message.task,
@@ -213,6 +228,7 @@ def child_main(settings: Settings, slot: Slot, consumer_name: str) -> None:
             worker.consumer.wake()
 
     install_child_signals(on_stop)
+    parent = _stop_when_parent_dies()
     import multiprocessing  # logging names processes after the stdlib's idea of them
 
     multiprocessing.current_process().name = f"worker-{slot.index}"
@@ -220,7 +236,7 @@ def child_main(settings: Settings, slot: Slot, consumer_name: str) -> None:
     set_default_app(app)
     try:
         import_modules(settings.modules)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         log.error("Cannot import the task modules: %s", describe_import_error(exc))
         sys.exit(EXIT_IMPORT_ERROR)
     consumer = app.broker.open_consumer(settings.queues, consumer_name)
@@ -228,9 +244,31 @@ def child_main(settings: Settings, slot: Slot, consumer_name: str) -> None:
     state["worker"] = worker
     worker.stopping = state["stop"]
     try:
-        worker.run(should_continue=lambda: not recycle_due(worker, settings))
+        worker.run(
+            should_continue=lambda: os.getppid() == parent and not recycle_due(worker, settings)
+        )
     finally:
         consumer.close()
+
+
+def _stop_when_parent_dies() -> int:
+    """Ask for SIGTERM when the supervisor dies (Linux), so orphans finish their
+    task and exit instead of running unsupervised; the loop also checks the
+    parent's pid, for other systems. Returns the parent's pid."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import ctypes.util
+
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+    return parent
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def import_modules(modules: tuple[str, ...]) -> None:

@@ -126,6 +126,9 @@ class Broker(Protocol):
     def load_result(self, task_id: str) -> bytes | None:
         """The stored result bytes, or None."""
 
+    def delete_result(self, task_id: str) -> None:
+        """Forget a stored result (its task will run again, or the user asked)."""
+
     def expire_results(self, older_than: float) -> int:
         """Delete results stored before ``older_than`` (a timestamp); return how many."""
 

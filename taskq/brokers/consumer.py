@@ -54,13 +54,22 @@ class _Queue:
 
 
 class FileConsumer:
-    def __init__(self, queue_dirs: Sequence[Path], name: str, poll_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        queue_dirs: Sequence[Path],
+        name: str,
+        poll_interval: float = 1.0,
+        *,
+        watcher: str = "auto",
+    ) -> None:
+        """``watcher`` picks the wake-up source: "auto", "inotify", "watchdog", or
+        anything else to poll every ``poll_interval`` seconds."""
         self.name = name
         self.poll_interval = poll_interval
         self._queues = [_Queue(d, name) for d in queue_dirs]
         self._lock_fds = [_register(d / "claimed", name) for d in queue_dirs]
         self._by_folder = {q.ready: q for q in self._queues}
-        self._waiter = Waiter(watch([q.ready for q in self._queues]))
+        self._waiter = Waiter(watch([q.ready for q in self._queues], prefer=watcher))
 
     def claim(self, timeout: float) -> Delivery | None:
         deadline = time.monotonic() + timeout
@@ -74,7 +83,11 @@ class FileConsumer:
                 return None
             if self._waiter.watcher is None:
                 remaining = min(remaining, self.poll_interval)
-            if not self._waiter.wait(remaining):
+            happened = self._waiter.wait(remaining)
+            if self._waiter.woken:  # wake(): hand control back to the caller now
+                self._waiter.woken = False
+                return None
+            if not happened:
                 # No event for a while: list again next time, as a safety net
                 # for names that arrived in ways inotify does not report.
                 for queue in self._queues:

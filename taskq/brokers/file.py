@@ -70,8 +70,9 @@ class FileBroker:
         path = self.root / "queues" / queue
         if queue not in self._ready_queues:
             validate_queue(queue)
-            for state in _STATES:
-                (path / state).mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Created level by level: mkdir(parents=True) would make parents 0755.
+            for folder in (path.parent, path, *(path / state for state in _STATES)):
+                folder.mkdir(mode=0o700, exist_ok=True)
             self._ready_queues.add(queue)
         return path
 
@@ -128,9 +129,12 @@ class FileBroker:
 
     # -- consuming and settling ----------------------------------------------
 
-    def open_consumer(self, queues: Sequence[str], name: str) -> FileConsumer:
+    def open_consumer(
+        self, queues: Sequence[str], name: str, *, watcher: str = "auto"
+    ) -> FileConsumer:
+        """A consumer of ``queues``; ``watcher`` forces a wake-up source (see ``wakeup.watch``)."""
         dirs = [self.queue_dir(validate_queue(q)) for q in queues]
-        return FileConsumer(dirs, name, poll_interval=self.poll_interval)
+        return FileConsumer(dirs, name, poll_interval=self.poll_interval, watcher=watcher)
 
     def ack(self, delivery: Delivery) -> None:
         os.unlink(self._claimed_path(delivery))
@@ -160,11 +164,9 @@ class FileBroker:
             scheduled = self.queue_dir(queue) / "scheduled"
             # Called every tick: list scheduled/ only when it changed or its
             # earliest ETA came due, not on every call.
-            # A directory's mtime ticks coarsely (a few ms): trust it only once it is old.
             mtime = scheduled.stat().st_mtime_ns
             seen = self._scheduled_seen.get(queue)
-            settled = mtime / 1e9 < now - 0.1
-            if seen is not None and seen[0] == mtime and settled and now < seen[1]:
+            if seen is not None and seen[0] == mtime and now < seen[1]:
                 continue
             next_eta = float("inf")
             for name in sorted(os.listdir(scheduled)):
@@ -174,7 +176,14 @@ class FileBroker:
                 with contextlib.suppress(FileNotFoundError):
                     os.rename(scheduled / name, scheduled.parent / "ready" / ready_name_of(name))
                     moved += 1
-            self._scheduled_seen[queue] = (scheduled.stat().st_mtime_ns, next_eta)
+            # A directory's mtime ticks coarsely (a few ms): a name added in the tick
+            # of this listing leaves it unchanged. Remember the listing only if the
+            # mtime was already old when it was taken.
+            listed = scheduled.stat().st_mtime_ns
+            if listed / 1e9 < time.time() - 0.1:
+                self._scheduled_seen[queue] = (listed, next_eta)
+            else:
+                self._scheduled_seen.pop(queue, None)
         return moved
 
     # -- dead consumers -------------------------------------------------------
@@ -188,6 +197,10 @@ class FileBroker:
         for queue in self.queues():
             with contextlib.suppress(FileNotFoundError):
                 for entry in os.scandir(self.root / "queues" / queue / "claimed"):
+                    # A dotted folder is a consumer being born (see consumer._register):
+                    # its lock may not be taken yet, and it holds no claims.
+                    if entry.name.startswith("."):
+                        continue
                     if entry.is_dir() and _lock_is_free(Path(entry.path) / _LOCK):
                         names.add(entry.name)
         return sorted(names)
@@ -305,9 +318,10 @@ class FileBroker:
     def find(self, task_id: str) -> str | None:
         for queue in self.queues():
             qdir = self.queue_dir(queue)
-            for entry in os.scandir(qdir / "claimed"):
-                if entry.is_dir() and any(id_of(n) == task_id for n in os.listdir(entry.path)):
-                    return "claimed"
+            with os.scandir(qdir / "claimed") as entries:  # closed on the early return
+                for entry in entries:
+                    if entry.is_dir() and any(id_of(n) == task_id for n in os.listdir(entry.path)):
+                        return "claimed"
             for state in ("ready", "scheduled", "dead"):
                 if any(id_of(n) == task_id for n in os.listdir(qdir / state)):
                     return state
@@ -326,6 +340,11 @@ class FileBroker:
         validate_task_id(task_id)
         return read_file(str(self._results / task_id))
 
+    def delete_result(self, task_id: str) -> None:
+        validate_task_id(task_id)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._results / task_id)
+
     def expire_results(self, older_than: float) -> int:
         return _remove_older(self._results, older_than)
 
@@ -336,8 +355,8 @@ class FileBroker:
     def secret(self) -> bytes:
         path = self.root / "secret"
         existing = read_file(str(path))
-        if existing:
-            return existing.strip()
+        if existing is not None:
+            return _key_from(path, existing)
         tmp = self.root / f".secret.{new_id()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.write(fd, os.urandom(32).hex().encode())
@@ -346,13 +365,25 @@ class FileBroker:
         with contextlib.suppress(FileExistsError):
             os.link(tmp, path)
         tmp.unlink()
-        return path.read_bytes().strip()
+        return _key_from(path, path.read_bytes())
+
+
+def _key_from(path: Path, data: bytes) -> bytes:
+    # An empty key would sign with b"": anyone could forge messages that get unpickled.
+    key = data.strip()
+    if not key:
+        raise BrokerError(
+            f"signing key file {path} is empty: delete it to have a new key made, or set secret_key"
+        )
+    return key
 
 
 def _prepare_root(root: Path) -> None:
     try:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         mode = root.stat().st_mode
+    except FileExistsError:  # mkdir(exist_ok=True) says this when the path is a file
+        raise BrokerError(f"broker path {root} is not a directory") from None
     except OSError as exc:
         raise BrokerError(f"cannot use broker directory {root}: {exc.strerror}") from exc
     if not stat.S_ISDIR(mode):

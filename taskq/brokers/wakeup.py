@@ -151,6 +151,7 @@ class Waiter:
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
         os.set_blocking(self._wfd, False)
+        self.woken = False  # set when a wait ended because of wake()
         self._poll = select.poll()
         self._poll.register(self._rfd, select.POLLIN)
         if watcher is not None:
@@ -161,6 +162,7 @@ class Waiter:
         ready = self._poll.poll(max(0.0, timeout) * 1000)
         for fd, _ in ready:
             if fd == self._rfd:
+                self.woken = True
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._rfd, 1 << 10)
         return bool(ready)
