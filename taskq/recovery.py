@@ -58,7 +58,7 @@ def recover_consumer(
         )
         decision = settle(message, outcome, time.time())
         settler.apply(delivery, message, payload, decision, outcome, error)
-        describe(message, decision, error, 0.0)
+        describe(message, decision, error)
     broker.forget_consumer(consumer)
     if deliveries:
         log.info(

@@ -146,9 +146,12 @@ class Supervisor:
             process = child.process
             if process is None or process.is_alive():
                 continue
+            # A death mid-task is the task's doing and its retry policy's business
+            # (poison); only deaths outside a task mean the pool itself crash-loops.
+            crashed = process.exitcode != 0 and not child.slot.read().busy
             self._settle_dead_child(child, process.exitcode)  # logs the dead child's pid
             child.process = None
-            self._plan_respawn(child, process.exitcode)
+            self._plan_respawn(child, crashed)
 
     def _settle_dead_child(self, child: Child, exitcode: int | None) -> None:
         if child.requeue_only:
@@ -168,9 +171,8 @@ class Supervisor:
         error = TimeLimitExceeded if outcome is Outcome.TIME_LIMIT else WorkerLost
         recover_consumer(self.broker, self.key, child.consumer, outcome, error, self.name)
 
-    def _plan_respawn(self, child: Child, exitcode: int | None) -> None:
-        lived = time.monotonic() - child.started
-        early_death = exitcode != 0 and lived < 5.0
+    def _plan_respawn(self, child: Child, crashed: bool) -> None:
+        early_death = crashed and time.monotonic() - child.started < 5.0
         child.failures = child.failures + 1 if early_death else 0
         delay = min(0.1 * 2 ** (child.failures - 1), _BACKOFF_MAX) if child.failures else 0.0
         if delay:

@@ -165,7 +165,7 @@ class Task(Generic[P, R]):
             priority=priority,
             created=now,
             eta=_eta(now, options.get("countdown"), options.get("eta")),
-            expires=_when(now, options.get("expires") or o.expires),
+            expires=_when(now, o.expires if options.get("expires") is None else options["expires"]),
             max_retries=o.max_retries,
             retry_backoff=o.retry_backoff,
             retry_backoff_max=o.retry_backoff_max,

@@ -144,14 +144,16 @@ class Worker:
         describe(message, decision, value, elapsed_ms)
 
 
-def describe(message: Message, decision: Decision, error: BaseException, elapsed_ms: float) -> None:
+def describe(
+    message: Message, decision: Decision, error: BaseException, elapsed_ms: float | None = None
+) -> None:
     """One log line for an attempt that did not succeed."""
     what = f"Task {message.task}[{message.id}]"
     if isinstance(decision, RetryAt):
         log.warning(
-            "%s failed in %.1f ms (%s: %s): retry in %.2f s (attempt %d/%d)",
+            "%s failed%s (%s: %s): retry in %.2f s (attempt %d/%d)",
             what,
-            elapsed_ms,
+            "" if elapsed_ms is None else f" in {elapsed_ms:.1f} ms",
             type(error).__name__,
             error,
             decision.delay,

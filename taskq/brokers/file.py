@@ -260,8 +260,11 @@ class FileBroker:
                 if not record_name.endswith(".json"):
                     continue
                 name = record_name.removesuffix(".json")
+                data = read_file(str(dead / name))
+                if data is None:
+                    continue  # its record is written first: the message is on its way
                 record = json.loads((dead / record_name).read_bytes())
-                letters.append(DeadLetter(q, name, record, read_file(str(dead / name)) or b""))
+                letters.append(DeadLetter(q, name, record, data))
         return sorted(letters, key=lambda d: str(d.record.get("died_at", "")))
 
     def remove_dead(self, letter: DeadLetter) -> None:
