@@ -37,8 +37,9 @@ def _errors_as_one_line(fn: F) -> F:
 
 def _settings(ctx: click.Context, **flags: Any) -> Settings:
     root = ctx.find_root().params
-    overrides = {"broker": root.get("broker"), **flags}
-    return load_settings(root.get("config"), overrides)
+    broker = flags.pop("broker", None) or root.get("broker")
+    config = flags.pop("config", None) or root.get("config")
+    return load_settings(config, {"broker": broker, **flags})
 
 
 def _csv(value: str | None) -> tuple[str, ...] | None:
@@ -55,6 +56,8 @@ def main(broker: str | None, config: str | None) -> None:
 
 @main.command()
 @click.option("--app", "-A", "modules", help="Task modules to import, comma-separated.")
+@click.option("--broker", "-b", help="Broker directory (also accepted before the command).")
+@click.option("--config", "-c", type=click.Path(dir_okay=False), help="Config file.")
 @click.option("--concurrency", type=int, help="Worker processes (default: CPUs).")
 @click.option("--queues", "-Q", help="Queues to consume, comma-separated, in priority order.")
 @click.option("--loglevel", "-l", help="DEBUG, INFO, WARNING or ERROR.")

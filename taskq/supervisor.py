@@ -76,6 +76,9 @@ class Supervisor:
     # -- lifecycle ------------------------------------------------------------
 
     def run(self) -> int:
+        import multiprocessing  # logging names processes after the stdlib's idea of them
+
+        multiprocessing.current_process().name = "supervisor"
         self._install_signals()
         self.broker.register_worker(self.name)
         log.info(
