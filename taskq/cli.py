@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from . import admin
-from .config import Settings, load_settings
+from .config import Settings, config_file_path, load_settings
 from .errors import TaskqError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,6 +37,7 @@ def _errors_as_one_line(fn: F) -> F:
 
 def _settings(ctx: click.Context, **flags: Any) -> Settings:
     root = ctx.find_root().params
+    flags = dict(flags)
     broker = flags.pop("broker", None) or root.get("broker")
     config = flags.pop("config", None) or root.get("config")
     return load_settings(config, {"broker": broker, **flags})
@@ -64,17 +65,30 @@ def main(broker: str | None, config: str | None) -> None:
 @click.option("--max-tasks-per-child", type=int, help="Recycle a process after N tasks.")
 @click.option("--max-memory-per-child", type=int, help="Recycle a process above N MB RSS.")
 @click.option("--shutdown-timeout", type=float, help="Seconds a warm shutdown waits.")
+@click.option("--reload", is_flag=True, default=None, help="Reload workers when code changes.")
+@click.option("--reload-dir", "reload_dirs", multiple=True, help="Another folder to watch.")
+@click.option("--reload-include", help="File globs that trigger a reload, comma-separated.")
+@click.option("--reload-exclude", help="File globs or folders never watched, comma-separated.")
 @click.pass_context
 @_errors_as_one_line
-def worker(ctx: click.Context, /, modules: str | None, queues: str | None, **flags: Any) -> None:
+def worker(ctx: click.Context, /, **flags: Any) -> None:
     """Run a supervisor and a pool of worker processes."""
     from .supervisor import Supervisor
 
-    settings = _settings(ctx, modules=_csv(modules), queues=_csv(queues), **flags)
+    for key in ("modules", "queues", "reload_include", "reload_exclude"):
+        flags[key] = _csv(flags[key])
+    flags["reload_dirs"] = flags["reload_dirs"] or None
+
+    def reread() -> Settings:
+        return _settings(ctx, **flags)
+
+    settings = reread()
     if not settings.modules:
         raise TaskqError("no task modules: give -A MODULE (or `modules` in taskq.toml)")
     _setup_logging(settings.loglevel)
-    sys.exit(Supervisor(settings).run())
+    root = ctx.find_root().params
+    config_file = config_file_path(flags.get("config") or root.get("config"))
+    sys.exit(Supervisor(settings, reread=reread, config_file=config_file).run())
 
 
 @main.command()

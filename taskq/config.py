@@ -22,7 +22,15 @@ from typing import Any, NamedTuple, TypeVar, get_origin, get_type_hints
 
 from taskq.errors import ConfigError
 
-__all__ = ["DEFAULTS", "LOGLEVELS", "Key", "Settings", "describe_keys", "load_settings"]
+__all__ = [
+    "DEFAULTS",
+    "LOGLEVELS",
+    "Key",
+    "Settings",
+    "config_file_path",
+    "describe_keys",
+    "load_settings",
+]
 
 LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -37,7 +45,7 @@ def _key(default: _T, doc: str, *, secret: bool = False) -> _T:
 class Settings:
     """Validated configuration; build it with :func:`load_settings` or :meth:`replace`."""
 
-    broker: str = _key(".taskq", "file broker directory (a path); later also redis:// URLs")
+    broker: str = _key(".taskq", "file broker directory (a path)")
     secret_key: str = _key(
         "",
         'HMAC key signing messages and results; "" = generate once into <broker>/secret',
@@ -54,6 +62,14 @@ class Settings:
     durable: bool = _key(False, "fsync each message (and its directory) before publish returns")
     poll_interval: float = _key(
         1.0, "seconds between listings when filesystem events are unavailable"
+    )
+    reload: bool = _key(False, "reload worker code when task sources change (development)")
+    reload_dirs: tuple[str, ...] = _key((), "more folders to watch besides the -A modules' trees")
+    reload_include: tuple[str, ...] = _key(("*.py",), "file globs whose changes cause a reload")
+    reload_exclude: tuple[str, ...] = _key((), "file globs and folder names never watched")
+    reload_debounce: float = _key(0.25, "seconds of quiet after a change before reloading")
+    reload_grace: float = _key(
+        30.0, "seconds a reload waits for tasks in flight before requeueing them uncounted"
     )
 
     def __post_init__(self) -> None:
@@ -128,6 +144,17 @@ def load_settings(
     values |= _from_environ(env)
     values |= _validated({k: v for k, v in (overrides or {}).items() if v is not None}, "option")
     return Settings(**values)
+
+
+def config_file_path(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> Path | None:
+    """The file :func:`load_settings` reads with these arguments, or None (for --reload)."""
+    env = os.environ if environ is None else environ
+    _, name = _find_file(config_file, env, Path(os.getcwd() if cwd is None else cwd))
+    return Path(name.removesuffix(" [tool.taskq]")) if name else None
 
 
 def _find_file(

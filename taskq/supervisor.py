@@ -15,7 +15,9 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import multiprocess
@@ -28,6 +30,7 @@ from .errors import TimeLimitExceeded, WorkerLost
 from .message import new_id, validate_queue
 from .policy import Outcome
 from .recovery import recover_consumer
+from .reload import HotReload
 from .slots import Slot
 from .worker import EXIT_IMPORT_ERROR, child_main
 
@@ -50,11 +53,23 @@ class Child:
     respawn_at: float = 0.0
     kill_reason: Outcome | None = None  # set when we kill it on purpose
     requeue_only: bool = False  # killed for shutdown: give its claims back uncounted
+    retire_by: float | None = None  # replaced by a reload: finish, or be killed at this time
+
+
+@dataclass(frozen=True)
+class Swap:
+    """A reload in progress: the old pool finishes its tasks while the new one serves."""
+
+    started: float
+    changed: tuple[Path, ...]
+    in_flight: int
 
 
 @dataclass
 class Supervisor:
     settings: Settings
+    reread: Callable[[], Settings] | None = None  # for --reload: settings as the CLI gave them
+    config_file: Path | None = None
     broker: Broker = field(init=False)
     key: bytes = field(init=False)
     children: list[Child] = field(default_factory=list)
@@ -63,6 +78,8 @@ class Supervisor:
     _wake_r: int = -1
     _next_sweep: float = 0.0
     _next_expire: float = 0.0
+    _hot_reload: HotReload | None = None
+    _swap: Swap | None = None
 
     def __post_init__(self) -> None:
         # Checked here, not only in each child: a bad name is one error, not a crash loop.
@@ -89,13 +106,14 @@ class Supervisor:
             self.settings.broker,
         )
         self._sweep_dead_consumers()
-        for index in range(self.settings.worker_count):
-            child = Child(Slot(index), consumer="")
-            self.children.append(child)
-            self._spawn(child)
+        if self.settings.reload and self.reread is not None:
+            self._hot_reload = HotReload(self.settings, self.reread, self._ctx, self.config_file)
+        self._start_pool()
         while self._stop_requests == 0:
             self._round()
             self._sleep()
+        if self._hot_reload is not None:
+            self._hot_reload.stop()
         self._shutdown()
         self.broker.unregister_worker(self.name)
         log.info("taskq worker %s stopped", self.name)
@@ -105,6 +123,12 @@ class Supervisor:
         now = time.time()
         self._reap()
         self._enforce_time_limits(now)
+        self._retire_overdue(now)
+        if self._hot_reload is not None:
+            plan = self._hot_reload.check()
+            if plan is not None:
+                self._roll_pool(*plan)
+        self._finish_swap()
         self.broker.promote_due(now)
         if now >= self._next_sweep:
             self._next_sweep = now + _SWEEP_EVERY
@@ -115,13 +139,18 @@ class Supervisor:
             self.broker.expire_results(now - self.settings.result_expires)
             self.broker.sweep_tmp(now - _TMP_MAX_AGE)
         for child in self.children:
-            if child.process is None and now >= child.respawn_at:
+            if child.process is None and child.retire_by is None and now >= child.respawn_at:
                 self._spawn(child)
 
     def _sleep(self) -> None:
-        # Wake early when a child dies or a signal arrives (set_wakeup_fd).
-        sentinels = [c.process.sentinel for c in self.children if c.process is not None]
-        wait([*sentinels, self._wake_r], timeout=_TICK)
+        # Wake early when a child dies, a signal arrives (set_wakeup_fd) or sources change.
+        waitables = [c.process.sentinel for c in self.children if c.process is not None]
+        waitables.append(self._wake_r)
+        timeout = _TICK
+        if self._hot_reload is not None:
+            waitables.append(self._hot_reload.fileno())
+            timeout = self._hot_reload.timeout(_TICK)
+        wait(waitables, timeout=timeout)
         try:
             while os.read(self._wake_r, 512):
                 pass
@@ -129,6 +158,12 @@ class Supervisor:
             pass
 
     # -- children -------------------------------------------------------------
+
+    def _start_pool(self) -> None:
+        for index in range(self.settings.worker_count):
+            child = Child(Slot(index), consumer="")
+            self.children.append(child)
+            self._spawn(child)
 
     def _spawn(self, child: Child) -> None:
         child.slot.reset()
@@ -145,9 +180,13 @@ class Supervisor:
         child.started = time.monotonic()
 
     def _reap(self) -> None:
-        for child in self.children:
+        for child in list(self.children):
             process = child.process
             if process is None or process.is_alive():
+                continue
+            if child.retire_by is not None:  # an old pool's child: not respawned
+                self._settle_dead_child(child, process.exitcode)
+                self.children.remove(child)
                 continue
             # A death mid-task is the task's doing and its retry policy's business
             # (poison); only deaths outside a task mean the pool itself crash-loops.
@@ -197,6 +236,40 @@ class Supervisor:
                 )
                 child.kill_reason = Outcome.TIME_LIMIT
                 _kill(child.process.pid)
+
+    # -- reload ---------------------------------------------------------------
+
+    def _roll_pool(self, settings: Settings, changed: list[Path]) -> None:
+        """Start a pool on the new code; the old one finishes its tasks and exits."""
+        retire_by = time.time() + settings.reload_grace
+        old = [c for c in self.children if c.retire_by is None]
+        in_flight = sum(1 for c in old if c.process is not None and c.slot.read().busy)
+        for child in old:
+            child.retire_by = retire_by
+            if child.process is not None:
+                _signal(child.process.pid, signal.SIGTERM)
+        self.settings = settings
+        self._swap = Swap(time.monotonic(), tuple(changed), in_flight)
+        self._start_pool()
+
+    def _retire_overdue(self, now: float) -> None:
+        for child in self.children:
+            overdue = child.retire_by is not None and now >= child.retire_by
+            if overdue and child.process is not None and child.kill_reason is None:
+                # Cut off by the reload, not by its own fault: back to ready/, uncounted.
+                child.requeue_only = True
+                _kill(child.process.pid)
+
+    def _finish_swap(self) -> None:
+        if self._swap is None or any(c.retire_by is not None for c in self.children):
+            return
+        swap, self._swap = self._swap, None
+        log.info(
+            "Reloaded after changes to %s: swap took %.0f ms, waited for %d in-flight task(s)",
+            ", ".join(p.name for p in swap.changed),
+            (time.monotonic() - swap.started) * 1000,
+            swap.in_flight,
+        )
 
     def _sweep_dead_consumers(self) -> None:
         mine = {c.consumer for c in self.children}
@@ -260,6 +333,7 @@ class Supervisor:
                 {
                     "pid": child.process.pid if child.process is not None else None,
                     "consumer": child.consumer,
+                    "retiring": child.retire_by is not None,
                     "done": posting.done,
                     "expired": posting.expired,
                     "task": posting.task or None,

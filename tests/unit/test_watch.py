@@ -10,13 +10,13 @@ from pathlib import Path
 import multiprocess
 import pytest
 
-from taskq.reload import (
+from taskq.reload import try_import
+from taskq.watch import (
     ContentTracker,
-    Reloader,
+    SourceWatcher,
     WatchSpec,
     drop_stale_bytecode,
     source_roots,
-    try_import,
 )
 
 
@@ -73,7 +73,7 @@ def test_content_tracker_ignores_saves_of_identical_bytes(tmp_path: Path) -> Non
     assert tracker.changed([new]) == [new]
 
 
-def wait_for_changes(reloader: Reloader, timeout: float = 5.0) -> list[Path]:
+def wait_for_changes(reloader: SourceWatcher, timeout: float = 5.0) -> list[Path]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         changes = reloader.poll()
@@ -86,7 +86,7 @@ def wait_for_changes(reloader: Reloader, timeout: float = 5.0) -> list[Path]:
 def test_reloader_debounces_a_burst_of_saves_into_one_change(tmp_path: Path) -> None:
     make_project(tmp_path)
     files = [tmp_path / "app" / f"m{i}.py" for i in range(10)]
-    reloader = Reloader(WatchSpec(roots=(tmp_path,)), debounce=0.3)
+    reloader = SourceWatcher(WatchSpec(roots=(tmp_path,)), debounce=0.3)
     try:
         time.sleep(0.2)
         for path in files:
@@ -102,7 +102,7 @@ def test_reloader_debounces_a_burst_of_saves_into_one_change(tmp_path: Path) -> 
 
 def test_reloader_reports_nothing_for_touch_or_ignored_files(tmp_path: Path) -> None:
     make_project(tmp_path)
-    reloader = Reloader(WatchSpec(roots=(tmp_path,)), debounce=0.1)
+    reloader = SourceWatcher(WatchSpec(roots=(tmp_path,)), debounce=0.1)
     try:
         time.sleep(0.2)
         (tmp_path / "app" / "tasks.py").touch()
