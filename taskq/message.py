@@ -221,11 +221,13 @@ def unseal(data: bytes, key: bytes) -> tuple[dict[str, Any], bytes]:
     return header, body[4 + size :]
 
 
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Message))
+_FIELDS = frozenset(_FIELD_NAMES)
+
+
 def encode(message: Message, payload: bytes, key: bytes) -> bytes:
-    return seal(dataclasses.asdict(message), payload, key)
-
-
-_FIELDS = frozenset(f.name for f in dataclasses.fields(Message))
+    # Not dataclasses.asdict: it deep-copies every field, a third of the cost of a publish.
+    return seal({name: getattr(message, name) for name in _FIELD_NAMES}, payload, key)
 
 
 def decode(data: bytes, key: bytes) -> tuple[Message, bytes]:

@@ -52,7 +52,7 @@ class FileBroker:
         self.root = Path(root).absolute()
         self.durable = durable
         self.poll_interval = poll_interval
-        self._ready_queues: set[str] = set()
+        self._queue_dirs: dict[str, Path] = {}
         self._recovering: dict[str, list[int]] = {}
         self._worker_locks: dict[str, int] = {}
         self._scheduled_seen: dict[str, tuple[int, float]] = {}
@@ -67,13 +67,14 @@ class FileBroker:
 
     def queue_dir(self, queue: str) -> Path:
         """The queue's folder, created with its state folders on first use."""
-        path = self.root / "queues" / queue
-        if queue not in self._ready_queues:
+        path = self._queue_dirs.get(queue)
+        if path is None:
             validate_queue(queue)
+            path = self.root / "queues" / queue
             # Created level by level: mkdir(parents=True) would make parents 0755.
             for folder in (path.parent, path, *(path / state for state in _STATES)):
                 folder.mkdir(mode=0o700, exist_ok=True)
-            self._ready_queues.add(queue)
+            self._queue_dirs[queue] = path
         return path
 
     def queues(self) -> list[str]:
@@ -86,8 +87,8 @@ class FileBroker:
 
     # -- publishing -----------------------------------------------------------
 
-    def _write_tmp(self, queue_dir: Path, data: bytes, sync: bool) -> str:
-        tmp = os.path.join(queue_dir, "tmp", new_id())
+    def _write_tmp(self, queue_dir: Path | str, data: bytes, sync: bool) -> str:
+        tmp = f"{queue_dir}/tmp/{new_id()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, data)
@@ -104,10 +105,10 @@ class FileBroker:
 
     def publish(self, message: Message, data: bytes) -> None:
         # Written in tmp/, then renamed: ready/ only ever holds whole files.
-        qdir = self.queue_dir(message.queue)
+        qdir = self._queue_dirs.get(message.queue) or self.queue_dir(message.queue)
         tmp = self._write_tmp(qdir, data, self.durable)
         state, name = self._target(message)
-        os.rename(tmp, os.path.join(qdir, state, name))
+        os.rename(tmp, f"{qdir}/{state}/{name}")
         if self.durable:
             _fsync_dir(qdir / state)
 
