@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import task as _task_module
 from .config import Settings, load_settings
 from .errors import ConfigError
 from .message import Message, dump_call, encode
@@ -130,3 +131,6 @@ def set_default_app(app: App) -> None:
     """Make ``app`` the default (the worker does this before importing task modules)."""
     global _default
     _default = app
+
+
+_task_module._default_app = default_app

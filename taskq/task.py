@@ -25,6 +25,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _registry: dict[str, Task[Any, Any]] = {}
+# Set by app.py (which imports this module): an import statement per .delay() costs ~2 µs.
+_default_app: Callable[[], App] | None = None
 
 
 def registry() -> Mapping[str, Task[Any, Any]]:
@@ -90,9 +92,10 @@ class Task(Generic[P, R]):
         """The app this task publishes through: its own, or the default app at call time."""
         if self._app is not None:
             return self._app
-        from .app import default_app
-
-        return default_app()
+        if _default_app is None:  # app.py fills it in when it is imported
+            from . import app  # noqa: F401
+        assert _default_app is not None
+        return _default_app()
 
     @property
     def request(self) -> Request:
@@ -138,8 +141,9 @@ class Task(Generic[P, R]):
             expires=expires,
             task_id=task_id,
         )
-        self.app.publish(message, dump_call(self.name, args, kwargs or {}))
-        return self.app.AsyncResult(message.id)
+        app = self.app
+        app.publish(message, dump_call(self.name, args, kwargs or {}))
+        return app.AsyncResult(message.id)
 
     def map(self, calls: Iterable[Sequence[Any] | Any]) -> list[AsyncResult[R]]:
         """Enqueue one call per item (a tuple of positional arguments, or a single
@@ -149,8 +153,9 @@ class Task(Generic[P, R]):
         for item in calls:
             args = tuple(item) if isinstance(item, tuple | list) else (item,)
             batch.append((self.message(args, {}), dump_call(self.name, args, {})))
-        self.app.publish_many(batch)
-        return [self.app.AsyncResult(m.id) for m, _ in batch]
+        app = self.app
+        app.publish_many(batch)
+        return [app.AsyncResult(m.id) for m, _ in batch]
 
     def message(self, args: Sequence[Any], kwargs: Mapping[str, Any], **options: Any) -> Message:
         """The envelope a call would be sent in (nothing is written)."""
