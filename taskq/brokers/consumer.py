@@ -17,24 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .base import Delivery
+from .fs import read_file
 from .wakeup import Waiter, watch
 
 _LOCK = ".lock"
-
-
-def read_file(path: str) -> bytes | None:
-    """The whole file, or None if it is gone."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 class _Queue:

@@ -17,19 +17,13 @@ state and readers never see it half written.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import fcntl
 import json
 import os
-import stat
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import BrokerError
 from ..message import (
     Message,
     eta_of,
@@ -37,31 +31,27 @@ from ..message import (
     new_id,
     ready_name_of,
     validate_queue,
-    validate_task_id,
 )
 from .base import DeadLetter, Delivery, QueueCounts
-from .consumer import FileConsumer, read_file
+from .consumer import FileConsumer
+from .file_stores import FileStores
+from .fs import (
+    fsync_dir,
+    lock_is_free,
+    prepare_root,
+    read_file,
+    remove_older,
+    sync_files,
+    try_lock,
+    write_new,
+)
 
 _STATES = ("tmp", "ready", "scheduled", "claimed", "dead")
 _LOCK = ".lock"
 _BATCH = 1000  # messages a durable publish_many makes durable with one flush
 
 
-def _load_syncfs() -> Callable[[int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        syncfs: Callable[[int], int] = libc.syncfs
-    except (OSError, AttributeError):
-        return None
-    return syncfs
-
-
-_syncfs = _load_syncfs()
-
-
-class FileBroker:
+class FileBroker(FileStores):
     """A broker that is a directory. Safe for many processes on one host."""
 
     def __init__(
@@ -74,7 +64,7 @@ class FileBroker:
         self._recovering: dict[str, list[int]] = {}
         self._worker_locks: dict[str, int] = {}
         self._scheduled_seen: dict[str, tuple[int, float]] = {}
-        _prepare_root(self.root)
+        prepare_root(self.root)
         self._results = self.root / "results"
         self._results.mkdir(mode=0o700, exist_ok=True)
 
@@ -107,13 +97,7 @@ class FileBroker:
 
     def _write_tmp(self, queue_dir: Path | str, data: bytes, sync: bool) -> str:
         tmp = f"{queue_dir}/tmp/{new_id()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data)
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_new(tmp, data, sync)
         return tmp
 
     def _target(self, message: Message) -> tuple[str, str]:
@@ -128,7 +112,7 @@ class FileBroker:
         state, name = self._target(message)
         os.rename(tmp, f"{qdir}/{state}/{name}")
         if self.durable:
-            _fsync_dir(qdir / state)
+            fsync_dir(qdir / state)
 
     def publish_many(self, items: Iterable[tuple[Message, bytes]]) -> int:
         count = 0
@@ -145,14 +129,14 @@ class FileBroker:
             qdir = self.queue_dir(message.queue)
             staged.append((self._write_tmp(qdir, data, False), qdir, self._target(message)))
         if self.durable:
-            _sync_files(self.root, [tmp for tmp, _, _ in staged])
+            sync_files(self.root, [tmp for tmp, _, _ in staged])
         touched = set()
         for tmp, qdir, (state, name) in staged:
             os.rename(tmp, f"{qdir}/{state}/{name}")
             touched.add(qdir / state)
         if self.durable:
             for folder in touched:
-                _fsync_dir(folder)
+                fsync_dir(folder)
         return len(staged)
 
     # -- consuming and settling ----------------------------------------------
@@ -229,7 +213,7 @@ class FileBroker:
                     # its lock may not be taken yet, and it holds no claims.
                     if entry.name.startswith("."):
                         continue
-                    if entry.is_dir() and _lock_is_free(Path(entry.path) / _LOCK):
+                    if entry.is_dir() and lock_is_free(Path(entry.path) / _LOCK):
                         names.add(entry.name)
         return sorted(names)
 
@@ -239,7 +223,7 @@ class FileBroker:
         fds: list[int] = []
         deliveries: list[Delivery] = []
         for queue, folder in self._consumer_dirs(consumer):
-            fd = _try_lock(folder / _LOCK)
+            fd = try_lock(folder / _LOCK)
             if fd is None:
                 for held in fds:
                     os.close(held)
@@ -311,41 +295,6 @@ class FileBroker:
                     removed += 1
         return removed
 
-    # -- live supervisors, for `taskq status` ---------------------------------
-
-    def register_worker(self, name: str) -> None:
-        folder = self.root / "workers"
-        folder.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._worker_locks[name] = fd
-
-    def publish_worker_state(self, name: str, state: Mapping[str, Any]) -> None:
-        folder = self.root / "workers"
-        tmp = folder / f".{name}.{new_id()}.tmp"
-        tmp.write_text(json.dumps(dict(state)))
-        os.rename(tmp, folder / f"{name}.json")
-
-    def unregister_worker(self, name: str) -> None:
-        folder = self.root / "workers"
-        for path in (folder / f"{name}.json", folder / f"{name}.lock"):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        fd = self._worker_locks.pop(name, None)
-        if fd is not None:
-            os.close(fd)
-
-    def worker_states(self) -> list[dict[str, Any]]:
-        states = []
-        folder = self.root / "workers"
-        with contextlib.suppress(FileNotFoundError):
-            for entry in sorted(os.listdir(folder)):
-                if entry.endswith(".lock") and not _lock_is_free(folder / entry):
-                    data = read_file(str(folder / entry.replace(".lock", ".json")))
-                    if data:
-                        states.append(json.loads(data))
-        return states
-
     def find(self, task_id: str) -> str | None:
         for queue in self.queues():
             qdir = self.queue_dir(queue)
@@ -358,101 +307,9 @@ class FileBroker:
                     return state
         return None
 
-    def store_result(self, task_id: str, data: bytes) -> None:
-        tmp = self._results / f".{task_id}.{new_id()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.rename(tmp, self._results / task_id)
-
-    def load_result(self, task_id: str) -> bytes | None:
-        validate_task_id(task_id)
-        return read_file(str(self._results / task_id))
-
-    def delete_result(self, task_id: str) -> None:
-        validate_task_id(task_id)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._results / task_id)
-
-    def expire_results(self, older_than: float) -> int:
-        return _remove_older(self._results, older_than)
-
     def sweep_tmp(self, older_than: float) -> int:
-        removed = sum(_remove_older(self.queue_dir(q) / "tmp", older_than) for q in self.queues())
-        return removed + _remove_older(self._results, older_than, only_prefix=".")
-
-    def secret(self) -> bytes:
-        path = self.root / "secret"
-        existing = read_file(str(path))
-        if existing is not None:
-            return _key_from(path, existing)
-        tmp = self.root / f".secret.{new_id()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.write(fd, os.urandom(32).hex().encode())
-        os.close(fd)
-        # link() fails if another process made the key first; then use theirs.
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-        tmp.unlink()
-        return _key_from(path, path.read_bytes())
-
-
-def _key_from(path: Path, data: bytes) -> bytes:
-    # An empty key would sign with b"": anyone could forge messages that get unpickled.
-    key = data.strip()
-    if not key:
-        raise BrokerError(
-            f"signing key file {path} is empty: delete it to have a new key made, or set secret_key"
-        )
-    return key
-
-
-def _prepare_root(root: Path) -> None:
-    try:
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        mode = root.stat().st_mode
-    except FileExistsError:  # mkdir(exist_ok=True) says this when the path is a file
-        raise BrokerError(f"broker path {root} is not a directory") from None
-    except OSError as exc:
-        raise BrokerError(f"cannot use broker directory {root}: {exc.strerror}") from exc
-    if not stat.S_ISDIR(mode):
-        raise BrokerError(f"broker path {root} is not a directory")
-    if mode & stat.S_IWOTH:
-        raise BrokerError(
-            f"broker directory {root} is world-writable (mode {stat.S_IMODE(mode):o}): anyone "
-            f"could inject code to run; fix it with: chmod 700 {root}"
-        )
-
-
-def _lock_is_free(path: Path) -> bool:
-    fd = _try_lock(path)
-    if fd is None:
-        return False
-    os.close(fd)
-    return True
-
-
-def _try_lock(path: Path) -> int | None:
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        removed = sum(remove_older(self.queue_dir(q) / "tmp", older_than) for q in self.queues())
+        return removed + remove_older(self._results, older_than, only_prefix=".")
 
 
 def _chunks(items: Iterable[tuple[Message, bytes]]) -> Iterator[list[tuple[Message, bytes]]]:
@@ -464,34 +321,3 @@ def _chunks(items: Iterable[tuple[Message, bytes]]) -> Iterator[list[tuple[Messa
             chunk = []
     if chunk:
         yield chunk
-
-
-def _sync_files(root: Path, paths: list[str]) -> None:
-    """Make the data of ``paths`` durable: one syncfs(2) of the broker's
-    filesystem on Linux, else one fsync per file."""
-    if _syncfs is not None:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            if _syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _remove_older(folder: Path, older_than: float, only_prefix: str = "") -> int:
-    removed = 0
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(folder):
-            if not entry.name.startswith(only_prefix):
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                if entry.stat().st_mtime < older_than:
-                    os.unlink(entry.path)
-                    removed += 1
-    return removed

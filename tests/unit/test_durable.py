@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from taskq.brokers import file as file_module
+from taskq.brokers import fs as fs_module
 from taskq.brokers.file import FileBroker
 from taskq.message import Message
 
@@ -34,7 +34,7 @@ def test_durable_batch_costs_one_filesystem_flush_per_thousand_messages(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     flushes: list[int] = []
-    monkeypatch.setattr(file_module, "_syncfs", lambda fd: flushes.append(fd) or 0)
+    monkeypatch.setattr(fs_module, "_syncfs", lambda fd: flushes.append(fd) or 0)
     fsynced: list[int] = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: fsynced.append(fd) or real_fsync(fd))
@@ -52,7 +52,7 @@ def test_durable_batch_costs_one_filesystem_flush_per_thousand_messages(
 def test_durable_batch_falls_back_to_fsync_per_file_without_syncfs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(file_module, "_syncfs", None)
+    monkeypatch.setattr(fs_module, "_syncfs", None)
     fsynced: list[int] = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: fsynced.append(fd) or real_fsync(fd))

@@ -1,0 +1,133 @@
+"""File-system primitives the file broker is built from: whole-file reads and
+writes, liveness locks, flushes, and the safety checks on the broker root."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import fcntl
+import os
+import stat
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import BrokerError
+
+
+def read_file(path: str) -> bytes | None:
+    """The whole file, or None if it is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def write_new(path: str | Path, data: bytes, sync: bool = False) -> None:
+    """Create ``path`` (it must not exist) holding ``data``; fsync it if ``sync``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        syncfs: Callable[[int], int] = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    return syncfs
+
+
+_syncfs = _load_syncfs()
+
+
+def prepare_root(root: Path) -> None:
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = root.stat().st_mode
+    except FileExistsError:  # mkdir(exist_ok=True) says this when the path is a file
+        raise BrokerError(f"broker path {root} is not a directory") from None
+    except OSError as exc:
+        raise BrokerError(f"cannot use broker directory {root}: {exc.strerror}") from exc
+    if not stat.S_ISDIR(mode):
+        raise BrokerError(f"broker path {root} is not a directory")
+    if mode & stat.S_IWOTH:
+        raise BrokerError(
+            f"broker directory {root} is world-writable (mode {stat.S_IMODE(mode):o}): anyone "
+            f"could inject code to run; fix it with: chmod 700 {root}"
+        )
+
+
+def lock_is_free(path: Path) -> bool:
+    fd = try_lock(path)
+    if fd is None:
+        return False
+    os.close(fd)
+    return True
+
+
+def try_lock(path: Path) -> int | None:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_files(root: Path, paths: list[str]) -> None:
+    """Make the data of ``paths`` durable: one syncfs(2) of the broker's
+    filesystem on Linux, else one fsync per file."""
+    if _syncfs is not None:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if _syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_older(folder: Path, older_than: float, only_prefix: str = "") -> int:
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            if not entry.name.startswith(only_prefix):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat().st_mtime < older_than:
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
