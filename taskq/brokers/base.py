@@ -133,7 +133,7 @@ class Broker(Protocol):
         """Delete results stored before ``older_than`` (a timestamp); return how many."""
 
     def sweep_tmp(self, older_than: float) -> int:
-        """Delete litter from crashed writers; return how many files."""
+        """Delete litter from crashed writers (and surplus recycled files); return how many."""
 
     def secret(self) -> bytes:
         """The signing key kept with the broker (created on first use)."""

@@ -45,6 +45,7 @@ from .fs import (
     try_lock,
     write_new,
 )
+from .spares import UNUSED_FOR, SparePool
 
 _STATES = ("tmp", "ready", "scheduled", "claimed", "dead")
 _LOCK = ".lock"
@@ -67,6 +68,7 @@ class FileBroker(FileStores):
         prepare_root(self.root)
         self._results = self.root / "results"
         self._results.mkdir(mode=0o700, exist_ok=True)
+        self.spares = SparePool(self.root)
 
     def __repr__(self) -> str:
         return f"FileBroker({str(self.root)!r})"
@@ -97,7 +99,8 @@ class FileBroker(FileStores):
 
     def _write_tmp(self, queue_dir: Path | str, data: bytes, sync: bool) -> str:
         tmp = f"{queue_dir}/tmp/{new_id()}"
-        write_new(tmp, data, sync)
+        if not self.spares.take(tmp, data, sync):
+            write_new(tmp, data, sync)
         return tmp
 
     def _target(self, message: Message) -> tuple[str, str]:
@@ -149,7 +152,7 @@ class FileBroker(FileStores):
         return FileConsumer(dirs, name, poll_interval=self.poll_interval, watcher=watcher)
 
     def ack(self, delivery: Delivery) -> None:
-        os.unlink(self._claimed_path(delivery))
+        self.spares.give(self._claimed_path(delivery), delivery.name)
 
     def retry_later(self, delivery: Delivery, message: Message, data: bytes) -> None:
         # The new attempt is visible before the old one goes: a crash between
@@ -309,6 +312,7 @@ class FileBroker(FileStores):
 
     def sweep_tmp(self, older_than: float) -> int:
         removed = sum(remove_older(self.queue_dir(q) / "tmp", older_than) for q in self.queues())
+        removed += self.spares.tidy(time.time() - UNUSED_FOR)
         return removed + remove_older(self._results, older_than, only_prefix=".")
 
 

@@ -1,0 +1,75 @@
+"""Recycled message files: an acked message's file is kept in ``spare/`` and
+rewritten as the next published message, instead of unlink + create.
+
+On ext4, a burst of unlinks makes the next creates crawl for up to a minute
+(the allocator skips recently freed inodes): measured on the development
+machine, a publish-claim-ack loop fell from 20k to 3.5k messages/s within
+40 s when acking by unlink, and held 48k/s recycling files. Rewriting a
+spare also keeps its data block, so nothing is allocated at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+
+_RELIST_EVERY = 1.0  # seconds between listings of an empty spare/ folder
+KEEP = 50_000  # spares kept at most (~200 MB of 4 KiB blocks); the supervisor trims the rest
+UNUSED_FOR = 3600.0  # seconds after which an unused spare is deleted
+
+
+class SparePool:
+    def __init__(self, root: Path) -> None:
+        self.folder = root / "spare"
+        self.folder.mkdir(mode=0o700, exist_ok=True)
+        self._path = str(self.folder)
+        self._names: list[str] = []
+        self._next_listing = 0.0
+
+    def give(self, path: str, name: str) -> None:
+        """Retire a settled message's file into the pool (the ack)."""
+        os.rename(path, f"{self._path}/{name}")
+
+    def take(self, target: str, data: bytes, sync: bool) -> bool:
+        """Move a spare to ``target`` and rewrite it with ``data``; False if none is left."""
+        while self._names or self._relist():
+            name = self._names.pop()
+            try:
+                os.rename(f"{self._path}/{name}", target)
+            except FileNotFoundError:
+                continue  # another producer took it
+            fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, data)
+                os.ftruncate(fd, len(data))  # shrinking within the block frees nothing
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            return True
+        return False
+
+    def _relist(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_listing:
+            return False
+        self._names = os.listdir(self._path)
+        if not self._names:
+            self._next_listing = now + _RELIST_EVERY
+        return bool(self._names)
+
+    def tidy(self, unused_since: float, keep: int = KEEP, most: int = 5_000) -> int:
+        """Delete spares beyond ``keep`` and those unused since ``unused_since`` (an idle
+        broker gives its disk back), at most ``most`` a call so the frees are spread out."""
+        removed = 0
+        with os.scandir(self._path) as entries:
+            for count, entry in enumerate(entries):
+                if removed >= most:
+                    break
+                with contextlib.suppress(FileNotFoundError):
+                    if count >= keep or entry.stat().st_mtime < unused_since:
+                        os.unlink(entry.path)
+                        removed += 1
+        return removed
