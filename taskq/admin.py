@@ -84,26 +84,37 @@ def format_dead(letter: DeadLetter) -> str:
     return "\n".join(lines)
 
 
-def retry_dead(settings: Settings, message_id: str | None) -> int:
-    """Publish dead messages again with their attempts reset; ``None`` means all."""
+def retry_dead(settings: Settings, message_id: str | None) -> tuple[int, list[str]]:
+    """Publish dead messages again with their attempts reset; ``None`` means all.
+
+    Returns how many were requeued and why others could not be (bad signature,
+    undecodable: those stay in dead/). One named message that cannot be retried
+    is an error.
+    """
     app = App.from_settings(settings)
     letters = dead_letters(settings) if message_id is None else [find_dead(settings, message_id)]
+    requeued, skipped = 0, []
     for letter in letters:
         try:
             message, payload = decode(letter.data, app.key)
-        except BadSignature as exc:
-            raise TaskqError(
+        except BadSignature:
+            skipped.append(
                 f"dead message {letter.id} has a bad signature: it is never run; "
                 "inspect it with `taskq dead show` and purge it"
-            ) from exc
+            )
+            continue
         except MessageError as exc:
-            raise TaskqError(f"dead message {letter.id} cannot be decoded: {exc}") from exc
+            skipped.append(f"dead message {letter.id} cannot be decoded: {exc}")
+            continue
         fresh = message.replace(retries=0, eta=None, attempts=())
         # The old FAILURE would answer .get() before the new attempt runs.
         app.broker.delete_result(message.id)
         app.broker.publish(fresh, encode(fresh, payload, app.key))
         app.broker.remove_dead(letter)
-    return len(letters)
+        requeued += 1
+    if message_id is not None and skipped:
+        raise TaskqError(skipped[0])
+    return requeued, skipped
 
 
 def purge_dead(settings: Settings, queue: str | None) -> int:

@@ -142,8 +142,12 @@ def dead_retry(ctx: click.Context, message_id: str | None, retry_all: bool) -> N
     """Send a dead message (or all) back to ready/ with its attempts reset."""
     if bool(message_id) == retry_all:
         raise TaskqError("give one message id, or --all")
-    count = admin.retry_dead(_settings(ctx), None if retry_all else message_id)
+    count, skipped = admin.retry_dead(_settings(ctx), None if retry_all else message_id)
     click.echo(f"requeued {count} message(s)")
+    for reason in skipped:
+        click.echo(f"taskq: skipped: {reason}", err=True)
+    if skipped:
+        sys.exit(1)
 
 
 @dead.command("purge")

@@ -59,7 +59,9 @@ class Settings:
     max_memory_per_child: int = _key(0, "recycle a worker process above this RSS in MB; 0 = never")
     shutdown_timeout: float = _key(30.0, "seconds a warm shutdown waits for in-flight tasks")
     result_expires: float = _key(86400.0, "seconds results are kept")
-    durable: bool = _key(False, "fsync each message (and its directory) before publish returns")
+    durable: bool = _key(
+        False, "fsync messages (and their folders) before publish returns; batches: one flush"
+    )
     poll_interval: float = _key(
         1.0, "seconds between listings when filesystem events are unavailable"
     )

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 
 # started_at, deadline (0 = none), tasks done, expired dropped, task id, task name
-_LAYOUT = struct.Struct("ddQQ64s96s")
+_LAYOUT = struct.Struct("ddQQ128s96s")
 # A sequence number before the posting: odd while the child writes, so the
 # supervisor never acts on a torn read (a half-written deadline).
 _SEQ = struct.Struct("Q")
@@ -67,7 +67,7 @@ class Slot:
             deadline,
             self._done,
             self._expired,
-            task_id.encode()[:64],
+            task_id.encode()[:128],
             task.encode()[:96],
         )
         self._seq += 1

@@ -1,8 +1,9 @@
 """The broker contract: a handful of methods, each keeping one invariant.
 
-Every implementation (``file``, ``memory``) passes the same contract tests in
-``tests/contract``. Messages are opaque signed bytes here: a broker never
-unpickles anything, it only moves bytes between states.
+The file broker implements it today; a scale-out broker (Redis) is to
+implement the same methods and pass the same tests. Messages are opaque
+signed bytes here: a broker never unpickles anything, it only moves bytes
+between states.
 
 States a message goes through::
 

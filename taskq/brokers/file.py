@@ -113,7 +113,14 @@ class FileBroker(FileStores):
         qdir = self._queue_dirs.get(message.queue) or self.queue_dir(message.queue)
         tmp = self._write_tmp(qdir, data, self.durable)
         state, name = self._target(message)
-        os.rename(tmp, f"{qdir}/{state}/{name}")
+        try:
+            os.rename(tmp, f"{qdir}/{state}/{name}")
+        except FileNotFoundError:
+            # A recycled file swept from tmp/ as it was being rewritten (its old
+            # mtime looked like litter): write a new one.
+            tmp = f"{qdir}/tmp/{new_id()}"
+            write_new(tmp, data, self.durable)
+            os.rename(tmp, f"{qdir}/{state}/{name}")
         if self.durable:
             fsync_dir(qdir / state)
 

@@ -38,9 +38,11 @@ class SparePool:
             name = self._names.pop()
             try:
                 os.rename(f"{self._path}/{name}", target)
+                # Until the write below, the file keeps its old mtime, and the tmp/
+                # sweep may take it for a crashed writer's litter and delete it.
+                fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
             except FileNotFoundError:
-                continue  # another producer took it
-            fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+                continue  # another producer (or the sweep) took it
             try:
                 os.write(fd, data)
                 os.ftruncate(fd, len(data))  # shrinking within the block frees nothing
