@@ -87,7 +87,7 @@ class HotReload:
         # watchdog logs every inotify event at DEBUG and its shutdown at ERROR: ours suffice.
         logging.getLogger("watchdog").setLevel(logging.CRITICAL)
         self.watcher = SourceWatcher(self.spec, debounce=settings.reload_debounce)
-        self.serving_since = time.strftime("%H:%M:%S")
+        self.serving_since = _clock()
         log.info("Watching for changes: %s", ", ".join(str(r) for r in self.spec.roots))
 
     def fileno(self) -> int:
@@ -122,7 +122,7 @@ class HotReload:
             self._refuse(names, error)
             return None
         self.settings = settings
-        self.serving_since = time.strftime("%H:%M:%S")
+        self.serving_since = _clock()
         return settings, changed
 
     def _refuse(self, names: str, why: str) -> None:
@@ -137,6 +137,12 @@ class HotReload:
 
     def stop(self) -> None:
         self.watcher.stop()
+
+
+def _clock() -> str:
+    """The wall clock as the log lines give it (the CLI logs in UTC), so the
+    "still serving the code loaded at" time matches a line of the log."""
+    return time.strftime("%H:%M:%S", logging.Formatter.converter(time.time()))
 
 
 def _short(path: Path) -> str:

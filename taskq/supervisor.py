@@ -63,6 +63,7 @@ class Swap:
     started: float
     changed: tuple[Path, ...]
     in_flight: int
+    retiring: frozenset[str]  # the old pool's consumers: done when none is left
 
 
 @dataclass
@@ -79,7 +80,7 @@ class Supervisor:
     _next_sweep: float = 0.0
     _next_expire: float = 0.0
     _hot_reload: HotReload | None = None
-    _swap: Swap | None = None
+    _swaps: list[Swap] = field(default_factory=list)  # a save during a swap starts another
 
     def __post_init__(self) -> None:
         # Checked here, not only in each child: a bad name is one error, not a crash loop.
@@ -99,7 +100,7 @@ class Supervisor:
         self._install_signals()
         self.broker.register_worker(self.name)
         log.info(
-            "taskq worker %s: %d processes, queues %s, broker %s",
+            "taskq worker %s: %d worker process(es), queues %s, broker %s",
             self.name,
             self.settings.worker_count,
             ",".join(self.settings.queues),
@@ -246,10 +247,15 @@ class Supervisor:
         in_flight = sum(1 for c in old if c.process is not None and c.slot.read().busy)
         for child in old:
             child.retire_by = retire_by
-            if child.process is not None:
+            if child.process is None:
+                # Waiting out a respawn back-off: its claims were settled when it
+                # died, and nothing reaps a child with no process.
+                self.children.remove(child)
+            else:
                 _signal(child.process.pid, signal.SIGTERM)
         self.settings = settings
-        self._swap = Swap(time.monotonic(), tuple(changed), in_flight)
+        retiring = frozenset(c.consumer for c in old if c.process is not None)
+        self._swaps.append(Swap(time.monotonic(), tuple(changed), in_flight, retiring))
         self._start_pool()
 
     def _retire_overdue(self, now: float) -> None:
@@ -261,15 +267,15 @@ class Supervisor:
                 _kill(child.process.pid)
 
     def _finish_swap(self) -> None:
-        if self._swap is None or any(c.retire_by is not None for c in self.children):
-            return
-        swap, self._swap = self._swap, None
-        log.info(
-            "Reloaded after changes to %s: swap took %.0f ms, waited for %d in-flight task(s)",
-            ", ".join(p.name for p in swap.changed),
-            (time.monotonic() - swap.started) * 1000,
-            swap.in_flight,
-        )
+        consumers = {c.consumer for c in self.children}
+        for swap in [s for s in self._swaps if not s.retiring & consumers]:
+            self._swaps.remove(swap)
+            log.info(
+                "Reloaded after changes to %s: swap took %.0f ms, waited for %d in-flight task(s)",
+                ", ".join(p.name for p in swap.changed),
+                (time.monotonic() - swap.started) * 1000,
+                swap.in_flight,
+            )
 
     def _sweep_dead_consumers(self) -> None:
         mine = {c.consumer for c in self.children}
