@@ -56,6 +56,16 @@ def try_import(context: Any, modules: Sequence[str], timeout: float = 60.0) -> s
         child.join(5)
 
 
+# Settings of the watching itself: read once, when the supervisor starts.
+_FIXED_AT_START = (
+    "reload",
+    "reload_dirs",
+    "reload_include",
+    "reload_exclude",
+    "reload_debounce",
+)
+
+
 class HotReload:
     """Watches the sources of a worker's task modules and decides when to reload."""
 
@@ -73,22 +83,22 @@ class HotReload:
         cwd = cwd or Path.cwd()
         roots = source_roots(settings.modules, cwd)
         roots += [(cwd / d).resolve() for d in settings.reload_dirs]
-        include = settings.reload_include
-        if config_file is not None:
-            # A config change reloads too: the new pool runs with the new settings.
-            roots.append(config_file.parent.resolve())
-            include = (*include, config_file.name)
+        # A config change reloads too (the new pool runs with the new settings),
+        # and so does a taskq.toml created after the start.
+        config = (config_file or cwd / "taskq.toml").resolve()
         self.spec = WatchSpec(
             roots=tuple(dict.fromkeys(roots)),
-            include=include,
+            include=settings.reload_include,
             exclude=settings.reload_exclude,
             ignored_paths=(Path(settings.broker).resolve(),),
+            files=(config,),
         )
         # watchdog logs every inotify event at DEBUG and its shutdown at ERROR: ours suffice.
         logging.getLogger("watchdog").setLevel(logging.CRITICAL)
         self.watcher = SourceWatcher(self.spec, debounce=settings.reload_debounce)
         self.serving_since = _clock()
-        log.info("Watching for changes: %s", ", ".join(str(r) for r in self.spec.roots))
+        watched = [*self.spec.roots, *self.spec.files]
+        log.info("Watching for changes: %s", ", ".join(str(p) for p in watched))
 
     def fileno(self) -> int:
         return self.watcher.fileno()
@@ -114,9 +124,13 @@ class HotReload:
         except ConfigError as exc:
             self._refuse(names, f"the configuration is invalid: {exc}")
             return None
-        if settings.broker != self.settings.broker:
-            self._refuse(names, "the broker changed: restart the worker to switch brokers")
-            return None
+        for key in ("broker", "secret_key"):
+            if getattr(settings, key) != getattr(self.settings, key):
+                self._refuse(names, f"{key} changed: restart the worker to change it")
+                return None
+        fixed = [k for k in _FIXED_AT_START if getattr(settings, k) != getattr(self.settings, k)]
+        if fixed:
+            log.warning("%s changed: it takes effect when the worker restarts", ", ".join(fixed))
         error = try_import(self._context, settings.modules)
         if error is not None:
             self._refuse(names, error)

@@ -254,6 +254,7 @@ class Supervisor:
             else:
                 _signal(child.process.pid, signal.SIGTERM)
         self.settings = settings
+        logging.getLogger().setLevel(settings.loglevel)  # inherited by the new pool
         retiring = frozenset(c.consumer for c in old if c.process is not None)
         self._swaps.append(Swap(time.monotonic(), tuple(changed), in_flight, retiring))
         self._start_pool()

@@ -56,9 +56,12 @@ class WatchSpec:
     include: tuple[str, ...] = ("*.py",)
     exclude: tuple[str, ...] = ()
     ignored_paths: tuple[Path, ...] = ()  # the broker directory, say
+    files: tuple[Path, ...] = ()  # single files watched wherever they are (the config file)
 
     def wants(self, path: Path) -> bool:
         """Whether a change to ``path`` may call for a reload."""
+        if path in self.files:
+            return True
         if not self.wants_dir(path.parent):
             return False
         if any(fnmatch.fnmatch(path.name, g) for g in IGNORED_FILES):
@@ -133,6 +136,8 @@ class ContentTracker:
         for _, files in spec.walk():
             for path in files:
                 self._hashes[path] = _digest(path)
+        for path in spec.files:
+            self._hashes[path] = _digest(path)
 
     def changed(self, paths: Iterable[Path]) -> list[Path]:
         """The paths whose content differs from what was last seen (updating it)."""
@@ -190,6 +195,9 @@ class SourceWatcher:
         self._observer: Any = Observer()
         for folder, _ in spec.walk():
             self._watch(folder)
+        for path in spec.files:  # its folder alone, not the tree below it
+            if path.parent.is_dir():
+                self._watch(path.parent)
         self._observer.daemon = True
         self._observer.start()
 

@@ -152,3 +152,27 @@ def test_try_import_reports_module_level_exception_and_success(
     error = try_import(fork, ["raising_mod"])
     assert error is not None and "RuntimeError: boom at import" in error and "line 2" in error
     assert try_import(fork, ["fine_mod"]) is None
+
+
+def test_a_watched_config_file_does_not_make_its_folder_a_watched_tree(tmp_path: Path) -> None:
+    make_project(tmp_path)
+    config = tmp_path / "taskq.toml"
+    spec = WatchSpec(roots=(tmp_path / "app",), files=(config,))
+
+    assert spec.wants(config)
+    assert spec.wants(tmp_path / "app" / "tasks.py")
+    assert not spec.wants(tmp_path / "solo.py")  # beside the config file, outside the roots
+    assert not spec.wants(tmp_path / "tests" / "test_x.py")
+
+
+def test_a_config_file_created_after_the_start_is_a_change(tmp_path: Path) -> None:
+    make_project(tmp_path)
+    config = tmp_path / "taskq.toml"
+    reloader = SourceWatcher(WatchSpec(roots=(tmp_path / "app",), files=(config,)), debounce=0.1)
+    try:
+        time.sleep(0.2)
+        (tmp_path / "solo.py").write_text("X = 2\n")  # same folder, not watched
+        config.write_text("concurrency = 3\n")
+        assert wait_for_changes(reloader) == [config]
+    finally:
+        reloader.stop()
