@@ -17,6 +17,7 @@ from typing import Any
 
 import itasks
 import pytest
+from helpers import wait_for
 
 from taskq.app import App
 from taskq.errors import TaskqError
@@ -33,14 +34,6 @@ class CreatesMarker:
 
     def __reduce__(self) -> tuple[Any, tuple[str, str]]:
         return open, (self.marker, "w")
-
-
-def wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def drop(broker_dir: Path, name: str, data: bytes) -> None:

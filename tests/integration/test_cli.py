@@ -6,12 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import itasks
 import itasks_delivery
 import pytest
+from helpers import wait_for
 
 from taskq.app import App
 from taskq.results import SUCCESS
@@ -60,14 +60,6 @@ def fails_in_one_line(done: subprocess.CompletedProcess[str], *fragments: str) -
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
-
-
-def wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def queue_files(broker_dir: Path, queue: str, state: str) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import itasks
 import itasks_delivery
 import pytest
+from helpers import wait_for
 
 from taskq.app import App
 from taskq.errors import TaskExpired
@@ -33,14 +34,6 @@ set_default_app(App(broker=broker))
 ids = {itasks_delivery.square.delay(path, n).id: n for n in range(first, first + count)}
 print(json.dumps(ids))
 """
-
-
-def wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def queue_files(broker_dir: Path, state: str, queue: str = "default") -> list[str]:

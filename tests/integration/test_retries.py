@@ -7,27 +7,19 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import itasks
 import itasks_delivery
 import pytest
+from helpers import wait_for
 
 from taskq.app import App
 from taskq.results import FAILURE, SUCCESS
 
 MODULES = "itasks,itasks_delivery"
 SLACK = 0.8  # the supervisor promotes due messages every 0.25 s; a busy machine adds more
-
-
-def wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def dead_records(broker_dir: Path, queue: str = "default") -> dict[str, dict[str, Any]]:
