@@ -89,6 +89,15 @@ def redis_answers() -> bool:
         return False
 
 
+def _forget_celery_keys() -> None:
+    """Delete the keys kombu made for our queue (the Redis server is shared: only ours)."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    for key in client.scan_iter(match="*taskq-bench-memory*"):
+        client.delete(key)
+
+
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="taskq-mem-"))
     try:
@@ -126,28 +135,31 @@ def main() -> None:
             "app.conf.task_default_queue = 'taskq-bench-memory'\n"
             "@app.task\ndef noop(i):\n    return None\n"
         )
-        measure(
-            "celery prefork (Redis)",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "celery_mem_app",
-                "worker",
-                "--pool",
-                "prefork",
-                "--concurrency",
-                "2",
-                "--loglevel",
-                "WARNING",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            {"PYTHONPATH": str(work)},
-            work,
-        )
+        try:
+            measure(
+                "celery prefork (Redis)",
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "celery_mem_app",
+                    "worker",
+                    "--pool",
+                    "prefork",
+                    "--concurrency",
+                    "2",
+                    "--loglevel",
+                    "WARNING",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                ],
+                {"PYTHONPATH": str(work)},
+                work,
+            )
+        finally:
+            _forget_celery_keys()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -1,0 +1,339 @@
+"""Medians per system, the markdown table with its notes, the comparison with the issue's
+targets, and the bar chart."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .scenarios import Outcome
+
+# (column heading, metric key, format) in table order.
+COLUMNS = (
+    ("W1 enqueue/s", "W1_per_s", "rate"),
+    ("W1 batch/s", "W1batch_per_s", "rate"),
+    ("W2 drain/s", "W2_per_s", "rate"),
+    ("W2 first task ms", "W2_first_ms", "int"),
+    ("W3 p50 ms", "W3_p50_ms", "ms"),
+    ("W3 p99 ms", "W3_p99_ms", "ms"),
+    ("W3 max ms", "W3_max_ms", "ms"),
+    ("W4 enqueue/s", "W4_per_s", "rate"),
+    ("W4 drain/s", "W4_drain_per_s", "rate"),
+    ("idle RSS MB", "idle_rss_mb", "int"),
+)
+# The scenario that produces each metric, for marking timeouts in the right cell.
+SOURCE = {
+    "W1_per_s": "burst",
+    "W1batch_per_s": "batch",
+    "W2_per_s": "burst",
+    "W2_first_ms": "burst",
+    "W3_p50_ms": "latency",
+    "W3_p99_ms": "latency",
+    "W3_max_ms": "latency",
+    "W4_per_s": "depth",
+    "W4_drain_per_s": "depth",
+    "idle_rss_mb": "latency",
+}
+
+
+@dataclass
+class Row:
+    system: str
+    medians: dict[str, float] = field(default_factory=dict)
+    runs: dict[str, int] = field(default_factory=dict)  # metric -> how many runs gave it
+    partial: dict[str, float] = field(default_factory=dict)  # drain rate up to a timeout
+    failed: dict[str, str] = field(default_factory=dict)  # scenario -> status of a failed run
+    attempts: dict[str, int] = field(default_factory=dict)  # scenario -> runs of it
+    missing: int = 0
+    duplicated: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def rows(outcomes: list[Outcome], order: list[str]) -> list[Row]:
+    by_system: dict[str, list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        by_system[o.system].append(o)
+    return [summarize(name, by_system[name]) for name in order if name in by_system]
+
+
+def summarize(system: str, outcomes: list[Outcome]) -> Row:
+    row = Row(system)
+    values: dict[str, list[float]] = defaultdict(list)
+    for o in outcomes:
+        row.attempts[o.scenario] = row.attempts.get(o.scenario, 0) + 1
+        row.duplicated += o.duplicated
+        if o.status in ("ok", "stalled"):
+            row.missing += o.missing
+        if o.status != "ok":
+            row.failed[o.scenario] = o.status
+            row.notes.append(f"run {o.run} {o.scenario}: {o.status}: {o.detail}")
+        # A failed scenario still reports the phases that finished (its enqueue, say).
+        for key, value in o.metrics.items():
+            if key.endswith("_partial_per_s"):
+                row.partial[key.replace("_partial", "")] = value
+            else:
+                values[key].append(value)
+    for key, got in values.items():
+        row.medians[key] = statistics.median(got)
+        row.runs[key] = len(got)
+    return row
+
+
+def cell(row: Row, key: str, kind: str) -> str:
+    value = row.medians.get(key)
+    if value is None:
+        status = row.failed.get(SOURCE[key])
+        if status and key in row.partial:
+            return f"{status} ({row.partial[key]:,.0f}/s)"
+        return status or "—"
+    text = f"{value:.2f}" if kind == "ms" else f"{value:,.0f}"
+    return text + ("*" if row.runs[key] < row.attempts.get(SOURCE[key], 0) else "")
+
+
+def table(rows_: list[Row], skipped: dict[str, str]) -> str:
+    head = "| system | " + " | ".join(c[0] for c in COLUMNS) + " | missing | duplicated |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 3)]
+    for row in rows_:
+        cells = [cell(row, key, kind) for _, key, kind in COLUMNS]
+        unfinished = "‡" if row.failed else ""
+        lines.append(
+            f"| {label(row.system)} | "
+            + " | ".join(cells)
+            + f" | {row.missing}{unfinished} | {row.duplicated} |"
+        )
+    for name in skipped:
+        lines.append(f"| {name} | " + " | ".join("skipped" for _ in COLUMNS) + " | — | — |")
+    return "\n".join(lines)
+
+
+def label(system: str) -> str:
+    return "limit (raw file ops, 1 process)" if system == "limit" else system
+
+
+def fastest(rows_: list[Row], key: str, low: bool = False) -> tuple[str, float] | None:
+    peers = [(r.system, r.medians[key]) for r in rows_ if is_peer(r.system) and key in r.medians]
+    if not peers:
+        return None
+    return (min if low else max)(peers, key=lambda p: p[1])
+
+
+def is_peer(system: str) -> bool:
+    return not system.startswith("taskq") and system != "limit"
+
+
+def targets(rows_: list[Row]) -> list[str]:
+    """The issue's targets, each as measured in this run (a line per target it can judge)."""
+    by = {r.system: r.medians for r in rows_}
+    mine, lines = by.get("taskq", {}), []
+    limit = by.get("limit", {})
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    best = fastest(rows_, "W1_per_s")
+    if "W1_per_s" in mine and best:
+        ratio = mine["W1_per_s"] / best[1]
+        line = f"- W1 enqueue: taskq {mine['W1_per_s']:,.0f}/s = {versus(ratio, best)}"
+        if "W1_per_s" in limit:
+            share = mine["W1_per_s"] / limit["W1_per_s"]
+            line += f", {share:.0%} of the create+write+rename limit ({limit['W1_per_s']:,.0f}/s)"
+            lines.append(line + f": target 2x and 60%: {verdict(ratio >= 2 and share >= 0.6)}")
+        else:
+            lines.append(line + f": target 2x: {verdict(ratio >= 2)}")
+    best = fastest(rows_, "W2_per_s")
+    if "W2_per_s" in mine and best:
+        ratio = mine["W2_per_s"] / best[1]
+        line = f"- W2 drain: taskq {mine['W2_per_s']:,.0f}/s = {versus(ratio, best)}"
+        if "W2_per_s" in limit:
+            line += f"; the rename+read+unlink limit is {limit['W2_per_s']:,.0f}/s in one process"
+        lines.append(line + f": target 2x: {verdict(ratio >= 2)}")
+    lines += latency_target(rows_, mine) + depth_target(mine) + durable_target(by, mine)
+    return lines
+
+
+def versus(ratio: float, best: tuple[str, float]) -> str:
+    return f"{ratio:.2f}x the fastest peer ({best[0]}, {best[1]:,.0f}/s)"
+
+
+def latency_target(rows_: list[Row], mine: dict[str, float]) -> list[str]:
+    best = fastest(rows_, "W3_p50_ms", low=True)
+    if "W3_p50_ms" not in mine or not best:
+        return []
+    peer = next(r.medians for r in rows_ if r.system == best[0])
+    ok = mine["W3_p50_ms"] < peer["W3_p50_ms"] and mine["W3_p99_ms"] < peer["W3_p99_ms"]
+    return [
+        f"- W3 latency: taskq p50 {mine['W3_p50_ms']:.2f} ms / p99 {mine['W3_p99_ms']:.2f} ms; "
+        f"best peer {best[0]} p50 {peer['W3_p50_ms']:.2f} ms / p99 {peer['W3_p99_ms']:.2f} ms: "
+        f"target both lower: {'met' if ok else 'NOT met'}"
+    ]
+
+
+def depth_target(mine: dict[str, float]) -> list[str]:
+    if "W4_drain_per_s" not in mine or "W2_per_s" not in mine:
+        return []
+    growth = mine["W2_per_s"] / mine["W4_drain_per_s"] - 1
+    return [
+        f"- W4 depth: taskq's cost per drained task at depth is {growth:+.0%} against W2 "
+        f"({mine['W4_drain_per_s']:,.0f}/s vs {mine['W2_per_s']:,.0f}/s): "
+        f"target within 15%: {'met' if growth <= 0.15 else 'NOT met'}"
+    ]
+
+
+def durable_target(by: dict[str, dict[str, float]], mine: dict[str, float]) -> list[str]:
+    durable = by.get("taskq-durable", {})
+    lines = []
+    if "W1batch_per_s" in durable and "W1_per_s" in mine:
+        share = durable["W1batch_per_s"] / mine["W1_per_s"]
+        lines.append(
+            "- Durable bulk enqueue (`Task.map`, batches of 1,000): "
+            f"{durable['W1batch_per_s']:,.0f}/s "
+            f"= {share:.0%} of non-durable W1: target 50%: {'met' if share >= 0.5 else 'NOT met'}"
+        )
+    celery = [
+        v["idle_rss_mb"] for k, v in by.items() if k.startswith("celery") and "idle_rss_mb" in v
+    ]
+    if "idle_rss_mb" in mine and celery:
+        ok = mine["idle_rss_mb"] <= min(celery)
+        lines.append(
+            f"- Memory: taskq supervisor + 2 idle workers {mine['idle_rss_mb']:.0f} MB RSS, "
+            f"Celery prefork -c 2 {min(celery):.0f} MB: "
+            f"target no larger: {'met' if ok else 'NOT met'}"
+        )
+    return lines
+
+
+def markdown(results: dict[str, Any], rows_: list[Row], chart: str | None) -> str:
+    env = results["environment"]
+    plan = results["plan"]
+    parts = [
+        "| | |\n|---|---|",
+        f"| date | {env['date']} |",
+        f"| machine | {env['cores']} cores ({env['cpu']}), {env['memory_gib']} GiB, "
+        f"{env['platform']} |",
+        f"| work folder | {env['workdir']} ({env['filesystem']}) |",
+        f"| Python | {env['python']} |",
+        f"| taskq | commit {env['taskq_commit']} |",
+        "| packages | "
+        + ", ".join(f"{k} {v}" for k, v in env["packages"].items() if k != "taskq")
+        + " |",
+        "| servers | "
+        + (", ".join(f"{k} {v}" for k, v in env.get("servers", {}).items()) or "—")
+        + " |",
+        f"| plan | {plan_text(plan)} |",
+        "",
+        table(rows_, results["skipped"]),
+        "",
+        "Medians of the runs that finished; `*` marks a median over fewer runs because another run "
+        "of that scenario failed (see the notes). missing and duplicated add up every scenario of "
+        "every run (ids not seen once a drain finished or stalled; ids seen more than once); "
+        "`‡`: some scenario of the row timed out or its worker died, and the ids it had not run "
+        "then are not counted as missing (the notes say what happened).",
+        "",
+    ]
+    if chart:
+        parts += [f"![side by side]({chart})", ""]
+    lines = targets(rows_)
+    if lines:
+        parts += ["Against the targets of the performance issue:", "", *lines, ""]
+    parts += ["How each row ran:", ""]
+    for row in rows_:
+        mode = results["modes"].get(row.system, "")
+        if row.system == "limit":
+            mode = (
+                "create + write 300 B + close + rename (W1 column), "
+                "rename + read + unlink (W2 column), in one process"
+            )
+        parts.append(f"- **{row.system}**: {mode}")
+        parts += [f"  - {note}" for note in row.notes]
+    parts += [f"- **{name}**: skipped: {why}" for name, why in results["skipped"].items()]
+    return "\n".join(parts) + "\n"
+
+
+def plan_text(plan: dict[str, Any]) -> str:
+    o = plan["options"]
+    return (
+        f"workloads {','.join(plan['workloads'])}; "
+        f"{plan['runs']} runs (W4 in {plan['depth_runs']}); W1/W2 {o['tasks']:,} tasks, "
+        f"W3 {o['latency_tasks']:,} tasks every {o['interval'] * 1000:g} ms, "
+        f"W4 {o['depth']:,} tasks; each phase bounded by {o['max_seconds']:g} s"
+    )
+
+
+def chart(rows_: list[Row], path: Path) -> None:
+    """Four panels of horizontal bars: W1, W2, W3 (p50 and p99, log scale), W4."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [label(r.system) for r in rows_]
+    fig, axes = plt.subplots(
+        2, 2, figsize=(14, 1.2 + 0.45 * len(rows_) * 2), constrained_layout=True
+    )
+    panels = (
+        (
+            axes[0][0],
+            "W1 enqueue, tasks/s (one producer)",
+            [("W1_per_s", "delay"), ("W1batch_per_s", "batch")],
+            False,
+        ),
+        (axes[0][1], "W2 drain, tasks/s (2 processes, incl. start-up)", [("W2_per_s", "")], False),
+        (
+            axes[1][0],
+            "W3 enqueue-to-start latency, ms (log)",
+            [("W3_p50_ms", "p50"), ("W3_p99_ms", "p99")],
+            True,
+        ),
+        (
+            axes[1][1],
+            "W4 at depth, tasks/s",
+            [("W4_per_s", "enqueue"), ("W4_drain_per_s", "drain")],
+            False,
+        ),
+    )
+    for ax, title, series, log in panels:
+        bars(ax, rows_, names, series)
+        ax.set_title(title, fontsize=10, loc="left")
+        if log:
+            ax.set_xscale("log")
+        ax.invert_yaxis()
+        ax.grid(axis="x", alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def bars(ax: Any, rows_: list[Row], names: list[str], series: list[tuple[str, str]]) -> None:
+    height = 0.8 / len(series)
+    for k, (key, name) in enumerate(series):
+        offset = (k - (len(series) - 1) / 2) * height
+        points = [(i + offset, r.medians[key]) for i, r in enumerate(rows_) if r.medians.get(key)]
+        if points:
+            ys, values = zip(*points, strict=True)
+            ax.barh(ys, values, height=height, label=name or None)
+            for y, v in points:
+                ax.text(v, y, f" {v:,.0f}" if v >= 10 else f" {v:.2f}", va="center", fontsize=7)
+    for i, r in enumerate(rows_):
+        stopped = [r.partial[key] for key, _ in series if key not in r.medians and key in r.partial]
+        if stopped:
+            text = f" timeout ({stopped[0]:,.0f}/s)"
+            ax.text(
+                0.01, i + 0.2, text, fontsize=7, color="grey", transform=ax.get_yaxis_transform()
+            )
+        elif not any(r.medians.get(key) for key, _ in series):
+            ax.text(
+                0.01,
+                i,
+                "n/a",
+                va="center",
+                fontsize=7,
+                color="grey",
+                transform=ax.get_yaxis_transform(),
+            )
+    ax.set_yticks(range(len(rows_)))
+    ax.set_yticklabels(names, fontsize=8)
+    if len(series) > 1:
+        ax.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=len(series))

@@ -1,0 +1,251 @@
+"""The workloads, each one scenario on a fresh queue: W1+W2 (``burst``), W1 by a bulk
+API (``batch``), W3 (``latency``), W4 (``depth``), and the raw file-operation ``limit``.
+
+Every scenario is bounded: each phase (enqueue, start-up, drain) ends by
+``max_seconds``, and a drain that makes no progress for ``stall_seconds`` ends
+as "stalled" (lost messages look like that).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import procs
+from .systems.base import System
+from .tally import Tally
+
+POLL = 0.005  # seconds between reads of the record files while waiting
+
+
+@dataclass(frozen=True)
+class Options:
+    tasks: int = 20_000
+    depth: int = 200_000
+    latency_tasks: int = 1_000
+    interval: float = 0.005
+    max_seconds: float = 600.0
+    stall_seconds: float = 120.0
+    workdir: Path = Path(tempfile.gettempdir())
+    keep: bool = False
+
+
+@dataclass
+class Outcome:
+    """One scenario of one system in one run."""
+
+    system: str
+    scenario: str
+    run: int
+    status: str = "ok"  # ok | timeout | stalled | error
+    detail: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    expected: int = 0
+    ran: int = 0
+    missing: int = 0
+    duplicated: int = 0
+    seconds: float = 0.0
+
+    def counted(self, tally: Tally) -> None:
+        self.expected, self.ran = tally.expected, tally.distinct
+        self.missing, self.duplicated = tally.missing, tally.duplicated
+
+
+class PhaseEnded(Exception):
+    """A phase ended without finishing: status "timeout", "stalled" or "error"."""
+
+    def __init__(self, status: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+class Scenario:
+    """A private folder, a fresh queue on ``system``, and at most one worker process."""
+
+    def __init__(self, system: System, options: Options) -> None:
+        self.system, self.options = system, options
+        self.work = Path(tempfile.mkdtemp(prefix="taskq-bench-", dir=options.workdir))
+        self.out = self.work / "out"
+        self.out.mkdir()
+        self.log = self.work / "worker.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.token = uuid.uuid4().hex[:12]
+
+    def __enter__(self) -> Scenario:
+        self.system.open(self.work, self.token)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop_worker()
+        finally:
+            try:
+                self.system.close()
+            finally:
+                if not self.options.keep:
+                    shutil.rmtree(self.work, ignore_errors=True)
+
+    def start_worker(self) -> None:
+        env = {"BENCH_OUT": str(self.out), **self.system.worker_env()}
+        self.proc = procs.start(self.system.worker_argv(), env, self.work, self.log)
+
+    def stop_worker(self) -> None:
+        if self.proc is not None:
+            procs.stop(self.proc)
+            self.proc = None
+
+    def wait(self, tally: Tally, done: Callable[[], bool], phase: str) -> float:
+        """Poll ``tally`` until ``done()``; returns the ``time.monotonic()`` it became true."""
+        deadline = time.monotonic() + self.options.max_seconds
+        while True:
+            tally.poll()
+            now = time.monotonic()
+            if done():
+                return now
+            self._check(tally, now, deadline, phase)
+            time.sleep(POLL)
+
+    def _check(self, tally: Tally, now: float, deadline: float, phase: str) -> None:
+        seen = f"{tally.distinct:,} of {tally.expected:,} ran"
+        if self.proc is not None and self.proc.poll() is not None:
+            tail = procs.log_tail(self.log, lines=1)
+            raise PhaseEnded("error", f"{phase}: worker exited ({self.proc.returncode}); {tail}")
+        if now > deadline:
+            raise PhaseEnded(
+                "timeout", f"{phase}: timeout after {self.options.max_seconds:.0f} s, {seen}"
+            )
+        if tally.first_at is not None and now - tally.last_progress > self.options.stall_seconds:
+            raise PhaseEnded(
+                "stalled", f"{phase}: no progress for {self.options.stall_seconds:.0f} s, {seen}"
+            )
+
+    def enqueue(self, send: Callable[[int], Any], n: int, phase: str) -> float:
+        """Call ``send(i)`` for i in 0..n-1; returns the seconds it took."""
+        deadline = time.monotonic() + self.options.max_seconds
+        t0 = time.perf_counter()
+        for start in range(0, n, 1_000):
+            for i in range(start, min(start + 1_000, n)):
+                send(i)
+            if time.monotonic() > deadline:
+                raise PhaseEnded(
+                    "timeout", f"{phase}: timeout after enqueueing {start + 1_000:,} of {n:,}"
+                )
+        return time.perf_counter() - t0
+
+
+def burst(
+    system: System, options: Options, outcome: Outcome, n: int, names: tuple[str, str]
+) -> None:
+    """Enqueue ``n`` noop(i) with no worker (``names[0]``), then drain them with a fresh
+    2-process worker (``names[1]``): tasks/s from start-up to the last, and time to first."""
+    enqueue_name, drain_name = names
+    with Scenario(system, options) as scenario:
+        tally = Tally(scenario.out, "runs", n)
+        started = time.monotonic()
+        try:
+            if enqueue_name.endswith("batch"):
+                send_batch = system.batch_sender()
+                assert send_batch is not None
+                t0 = time.perf_counter()
+                send_batch(range(n))
+                seconds = time.perf_counter() - t0
+            else:
+                seconds = scenario.enqueue(system.sender(), n, enqueue_name)
+            outcome.metrics[f"{enqueue_name}_per_s"] = n / seconds
+            started = time.monotonic()
+            scenario.start_worker()
+            finished = scenario.wait(tally, lambda: tally.distinct >= n, drain_name)
+            outcome.metrics[f"{drain_name}_per_s"] = n / (finished - started)
+            outcome.metrics[f"{drain_name}_first_ms"] = (
+                (tally.first_at or finished) - started
+            ) * 1000
+            time.sleep(0.2)  # let a late redelivery show up as a duplicate
+        except PhaseEnded as ended:
+            outcome.status, outcome.detail = ended.status, ended.detail
+            if tally.distinct and ended.status == "timeout":
+                outcome.metrics[f"{drain_name}_partial_per_s"] = tally.distinct / (
+                    time.monotonic() - started
+                )
+        finally:
+            scenario.stop_worker()
+            tally.poll()
+            tally.close()
+            outcome.counted(tally)
+
+
+def latency(system: System, options: Options, outcome: Outcome) -> None:
+    """An idle running worker; one stamp(i, time.time()) every ``interval`` seconds."""
+    n = options.latency_tasks
+    with Scenario(system, options) as scenario:
+        warm = Tally(scenario.out, "runs", 0)
+        tally = Tally(scenario.out, "latency", n)
+        try:
+            send, stamp = system.sender(), system.stamper()
+            scenario.start_worker()
+            send(-1)
+            scenario.wait(warm, lambda: warm.foreign >= 1, "W3 start-up")
+            time.sleep(1.0)  # idle: the worker waits for work the way it normally does
+            outcome.metrics["idle_rss_mb"] = procs.rss_mb(scenario.proc.pid) if scenario.proc else 0
+            next_at = time.perf_counter()
+            for i in range(n):
+                stamp(i, time.time())
+                next_at += options.interval
+                time.sleep(max(0.0, next_at - time.perf_counter()))
+            scenario.wait(tally, lambda: tally.distinct >= n, "W3")
+            time.sleep(0.2)
+        except PhaseEnded as ended:
+            outcome.status, outcome.detail = ended.status, ended.detail
+        finally:
+            scenario.stop_worker()
+            tally.poll()
+            tally.close()
+            warm.close()
+            outcome.counted(tally)
+        if tally.latencies_ms and outcome.status == "ok":
+            ms = sorted(tally.latencies_ms)
+            centiles = statistics.quantiles(ms, n=100, method="inclusive")
+            outcome.metrics.update(W3_p50_ms=centiles[49], W3_p99_ms=centiles[98], W3_max_ms=ms[-1])
+
+
+def limit(options: Options, outcome: Outcome) -> None:
+    """The raw file operations a file broker needs, in one process, on the work folder's
+    filesystem: create + write 300 bytes + close + rename into ready/; then rename into
+    claimed/ + read + unlink. Every file is checked on the way out."""
+    n = options.tasks
+    work = Path(tempfile.mkdtemp(prefix="taskq-bench-limit-", dir=options.workdir))
+    try:
+        tmp, ready, claimed = (str(work / d) for d in ("tmp", "ready", "claimed"))
+        for d in (tmp, ready, claimed):
+            os.mkdir(d)
+        payload = b"x" * 300
+        names = [f"{i:012d}" for i in range(n)]
+        t0 = time.perf_counter()
+        for name in names:
+            fd = os.open(f"{tmp}/{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, payload)
+            os.close(fd)
+            os.rename(f"{tmp}/{name}", f"{ready}/{name}")
+        outcome.metrics["W1_per_s"] = n / (time.perf_counter() - t0)
+        listed = sorted(os.listdir(ready))
+        good = 0
+        t0 = time.perf_counter()
+        for name in listed:
+            os.rename(f"{ready}/{name}", f"{claimed}/{name}")
+            fd = os.open(f"{claimed}/{name}", os.O_RDONLY)
+            good += os.read(fd, 4096) == payload
+            os.close(fd)
+            os.unlink(f"{claimed}/{name}")
+        outcome.metrics["W2_per_s"] = n / (time.perf_counter() - t0)
+        outcome.expected, outcome.ran = n, good
+        outcome.missing, outcome.duplicated = n - good, max(0, len(listed) - n)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

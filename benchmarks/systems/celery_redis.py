@@ -1,0 +1,29 @@
+"""Celery + Redis. Every key lives under a unique ``global_keyprefix``, deleted afterwards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .base import REDIS, REDIS_URL, redis_client, redis_delete_matching, redis_version
+from .celery_common import CelerySystem
+
+
+class CeleryRedisSystem(CelerySystem):
+    name = "celery-redis"
+    packages = ("celery", "kombu", "redis")
+    servers = (("Redis", REDIS),)
+
+    def config(self, work: Path, token: str) -> dict[str, Any]:
+        self.prefix = f"bench-{token}:"
+        return {"broker_url": REDIS_URL, "transport_options": {"global_keyprefix": self.prefix}}
+
+    def versions(self) -> dict[str, str]:
+        return {"Redis server": redis_version()}
+
+    def close(self) -> None:
+        super().close()
+        redis_delete_matching(redis_client(), self.prefix + "*")
+
+
+SYSTEM = CeleryRedisSystem

@@ -1,0 +1,59 @@
+"""Dramatiq's worker with 2 processes and its default 8 threads each, default middleware
+(no results middleware)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .base import PYTHON, System
+
+THREADS = "8"
+
+
+class DramatiqSystem(System):
+    packages = ("dramatiq",)
+    kind = ""
+    url = ""
+    worker_mode = f"`dramatiq -p 2 -t {THREADS}` (2 processes of {THREADS} threads)"
+
+    def open(self, work: Path, token: str) -> None:
+        from ..peers.dramatiq_actors import make_broker
+
+        self.queue = f"bench-{token}"
+        self.namespace = f"bench-{token}"
+        self.settings = {
+            "kind": self.kind,
+            "url": self.url,
+            "namespace": self.namespace,
+            "queue": self.queue,
+        }
+        self.broker, self.noop, self.stamp = make_broker(**self.settings)
+
+    def sender(self) -> Callable[[int], Any]:
+        return self.noop.send
+
+    def stamper(self) -> Callable[[int, float], Any]:
+        return self.stamp.send
+
+    def worker_argv(self) -> list[str]:
+        return [
+            PYTHON,
+            "-m",
+            "dramatiq",
+            "benchmarks.peers.dramatiq_actors",
+            "--processes",
+            "2",
+            "--threads",
+            THREADS,
+            "--queues",
+            self.queue,
+        ]
+
+    def worker_env(self) -> dict[str, str]:
+        return {"BENCH_DRAMATIQ": json.dumps(self.settings)}
+
+    def close(self) -> None:
+        self.broker.close()

@@ -1,0 +1,85 @@
+"""RQ in its fastest mode for short jobs: ``rq worker-pool -n 2 -w rq.worker.SimpleWorker``
+(2 worker processes that run jobs in-process; RQ's default ``Worker`` forks a work horse
+per job). Jobs are enqueued with ``result_ttl=0``: no result is kept.
+
+RQ has no key prefix: the queue is named after the token, its registries carry the
+name, and the workers' hashes are found by the queue they served. RQ's own maintenance
+lock ``rq:clean_groups`` (global, with a TTL) is left to expire.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..peers import record
+from .base import (
+    PYTHON,
+    REDIS,
+    REDIS_URL,
+    System,
+    redis_client,
+    redis_delete_matching,
+    redis_version,
+)
+
+WORKER_CLASS = os.environ.get("BENCH_RQ_WORKER_CLASS", "rq.worker.SimpleWorker")
+
+
+class RqSystem(System):
+    name = "rq"
+    packages = ("rq", "redis")
+    servers = (("Redis", REDIS),)
+    worker_mode = f"`rq worker-pool -n 2 -w {WORKER_CLASS}` (2 processes, no fork per job)"
+
+    def open(self, work: Path, token: str) -> None:
+        from rq import Queue
+
+        self.redis = redis_client()
+        self.queue = Queue(f"bench-{token}", connection=self.redis)
+
+    def sender(self) -> Callable[[int], Any]:
+        return functools.partial(self.queue.enqueue, record.noop, result_ttl=0)
+
+    def stamper(self) -> Callable[[int, float], Any]:
+        return functools.partial(self.queue.enqueue, record.stamp, result_ttl=0)
+
+    def worker_argv(self) -> list[str]:
+        return [
+            PYTHON,
+            "-m",
+            "rq.cli",
+            "worker-pool",
+            "--url",
+            REDIS_URL,
+            "-n",
+            "2",
+            "-w",
+            WORKER_CLASS,
+            "--quiet",
+            self.queue.name,
+        ]
+
+    def versions(self) -> dict[str, str]:
+        return {"Redis server": redis_version()}
+
+    def close(self) -> None:
+        self.queue.delete(delete_jobs=True)
+        redis_delete_matching(self.redis, f"rq:*{self.queue.name}*")
+        name = self.queue.name.encode()
+        # A job in flight when its worker was stopped is in no queue any more, and a
+        # stopped worker leaves its hash (with a TTL): find ours by their queue.
+        for key in self.redis.scan_iter(match="rq:job:*", count=1000):
+            if self.redis.hget(key, "origin") == name:
+                self.redis.delete(key)
+        for key in self.redis.scan_iter(match="rq:worker:*", count=1000):
+            if self.redis.hget(key, "queues") == name:
+                self.redis.srem("rq:workers", key)
+                self.redis.delete(key)
+        self.redis.close()
+
+
+SYSTEM = RqSystem

@@ -1,0 +1,62 @@
+"""taskq with its default settings: the file broker, ``taskq worker --concurrency 2``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..peers import record
+from .base import PYTHON, System
+
+BATCH = 1_000  # calls per Task.map batch
+
+
+class TaskqSystem(System):
+    name = "taskq"
+    packages = ("taskq",)
+    durable = False
+    worker_mode = "`taskq worker --concurrency 2`: a supervisor and 2 worker processes"
+
+    def open(self, work: Path, token: str) -> None:
+        from taskq import App
+
+        self.broker = work / f"broker-{token}"
+        self.app = App(broker=str(self.broker), durable=self.durable)
+        self.noop = self.app.task(record.noop, name="bench.noop", ignore_result=True)
+        self.stamp = self.app.task(record.stamp, name="bench.stamp", ignore_result=True)
+
+    def sender(self) -> Callable[[int], Any]:
+        return self.noop.delay
+
+    def stamper(self) -> Callable[[int, float], Any]:
+        return self.stamp.delay
+
+    def batch_sender(self) -> Callable[[Sequence[int]], Any]:
+        def send(ids: Sequence[int]) -> None:
+            for start in range(0, len(ids), BATCH):
+                self.noop.map(ids[start : start + BATCH])
+
+        return send
+
+    def worker_argv(self) -> list[str]:
+        return [
+            PYTHON,
+            "-m",
+            "taskq",
+            "--broker",
+            str(self.broker),
+            "worker",
+            "-A",
+            "benchmarks.peers.taskq_tasks",
+            "--concurrency",
+            "2",
+            "--loglevel",
+            "WARNING",
+        ]
+
+    def worker_env(self) -> dict[str, str]:
+        return {"TASKQ_DURABLE": "true" if self.durable else "false"}
+
+
+SYSTEM = TaskqSystem
