@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 STOP_TIMEOUT = 15.0  # seconds a warm shutdown may take before SIGKILL
@@ -107,3 +110,20 @@ def taskq(*args: str, broker: Path) -> str:
 
 def indent(text: str) -> str:
     return "\n".join(f"    {line}".rstrip() for line in text.splitlines())
+
+
+def run_demo(run: Callable[[Path], None], done: str) -> int:
+    """Run a demo on a fresh temporary broker; 0 on success, 1 with the reason on failure."""
+    temp = Path(tempfile.mkdtemp(prefix="taskq-demo-"))
+    try:
+        run(temp / "broker")
+    except DemoError as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ndemo interrupted; the worker was stopped", file=sys.stderr)
+        return 130
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    print(f"\nDone: {done}")
+    return 0

@@ -11,9 +11,7 @@ anything else prints what went wrong.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from typing import Any
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # demo_worker.py
 try:
     # this folder's tasks.py: the script's folder is on sys.path
-    from demo_worker import DemoError, Worker, indent, taskq
+    from demo_worker import DemoError, Worker, indent, run_demo, taskq
     from tasks import add, slow_square
 
     from taskq import AsyncResult
@@ -100,21 +98,7 @@ def run(broker: Path) -> None:
         raise DemoError(f"the worker stopped with exit code {worker.process.returncode}")
 
 
-def main() -> int:
-    temp = Path(tempfile.mkdtemp(prefix="taskq-demo-"))
-    try:
-        run(temp / "broker")
-    except DemoError as exc:
-        print(f"\ndemo failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ndemo interrupted; the worker was stopped", file=sys.stderr)
-        return 130
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-    print("\nDone: every task ran once, the worker stopped, the broker folder is removed.")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(
+        run_demo(run, "every task ran once, the worker stopped, the broker folder is removed.")
+    )

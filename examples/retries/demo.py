@@ -12,9 +12,7 @@ the worker and removes everything. Exit code 0 means it all went as described.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from typing import Any
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # demo_worker.py
 try:
     # this folder's tasks.py: the script's folder is on sys.path
-    from demo_worker import DemoError, Worker, indent, taskq
+    from demo_worker import DemoError, Worker, indent, run_demo, taskq
     from tasks import always_fails, flaky
 
     from taskq import AsyncResult
@@ -104,21 +102,7 @@ def run(broker: Path) -> None:
         raise DemoError(f"the worker stopped with exit code {worker.process.returncode}")
 
 
-def main() -> int:
-    temp = Path(tempfile.mkdtemp(prefix="taskq-demo-"))
-    try:
-        run(temp / "broker")
-    except DemoError as exc:
-        print(f"\ndemo failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ndemo interrupted; the worker was stopped", file=sys.stderr)
-        return 130
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-    print("\nDone: one task recovered by retrying, one was dead-lettered with its record.")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(
+        run_demo(run, "one task recovered by retrying, one was dead-lettered with its record.")
+    )
