@@ -53,7 +53,10 @@ def format_status(report: dict[str, Any]) -> str:
                 else "idle"
             )
             expired = f", {child['expired']} expired" if child.get("expired") else ""
-            lines.append(f"    pid {child['pid']}: {child['done']} done{expired}, {doing}")
+            retiring = " (retiring after a reload)" if child.get("retiring") else ""
+            lines.append(
+                f"    pid {child['pid']}{retiring}: {child['done']} done{expired}, {doing}"
+            )
     return "\n".join(lines)
 
 

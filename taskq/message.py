@@ -21,7 +21,6 @@ import os
 import pickle
 import re
 import struct
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -239,7 +238,3 @@ def decode(data: bytes, key: bytes) -> tuple[Message, bytes]:
         return Message(**known), payload
     except TypeError as exc:
         raise MessageError(f"envelope is missing fields: {exc}") from exc
-
-
-def now() -> float:
-    return time.time()
