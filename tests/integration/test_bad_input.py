@@ -131,14 +131,13 @@ def test_garbage_truncated_forged_and_unknown_messages_are_dead_lettered_and_nev
     assert not marker.exists()
 
 
-def test_world_writable_broker_root_is_refused_in_one_line(tmp_path: Path) -> None:
-    root = tmp_path / "open"
-    root.mkdir()
-    root.chmod(0o777)
-    assert stat.S_IMODE(root.stat().st_mode) & stat.S_IWOTH
+def run_refused_worker(*args: str) -> tuple[int, str]:
+    """Run `taskq ARGS` expecting it to refuse to start; its exit code and stderr.
 
+    Bounded: a worker that starts after all is killed (with its children) and fails the test.
+    """
     worker = subprocess.Popen(
-        [sys.executable, "-m", "taskq", "--broker", str(root), "worker", "-A", "itasks"],
+        [sys.executable, "-m", "taskq", *args],
         cwd=HERE,
         env={k: v for k, v in os.environ.items() if not k.startswith("TASKQ_")},
         stdout=subprocess.PIPE,
@@ -149,10 +148,21 @@ def test_world_writable_broker_root_is_refused_in_one_line(tmp_path: Path) -> No
     try:
         _, stderr = worker.communicate(timeout=30)
     finally:
-        if worker.poll() is None:  # it started after all: stop it and its children
+        if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait(10)
-    assert worker.returncode != 0
+    return worker.returncode, stderr
+
+
+def test_world_writable_broker_root_is_refused_in_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "open"
+    root.mkdir()
+    root.chmod(0o777)
+    assert stat.S_IMODE(root.stat().st_mode) & stat.S_IWOTH
+
+    returncode, stderr = run_refused_worker("--broker", str(root), "worker", "-A", "itasks")
+
+    assert returncode != 0
     assert_one_line_error(stderr, str(root), "world-writable")
     assert os.listdir(root) == []
 
@@ -208,22 +218,10 @@ def test_worker_rejects_a_queue_name_that_is_a_path(
 ) -> None:
     itasks.add.delay(1, 2)
     before = snapshot(tmp_path, broker_dir)
-    command = ["--broker", str(broker_dir), "worker", "-A", "itasks", "-Q", "../x"]
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "taskq", *command, "--concurrency", "1"],
-        cwd=HERE,
-        env={k: v for k, v in os.environ.items() if not k.startswith("TASKQ_")},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    returncode, stderr = run_refused_worker(
+        "--broker", str(broker_dir), "worker", "-A", "itasks", "-Q", "../x", "--concurrency", "1"
     )
-    try:
-        _, stderr = worker.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(10)
-        raise
-    assert worker.returncode != 0
+
+    assert returncode != 0
     assert_one_line_error(stderr, "../x", "invalid queue name")
     assert snapshot(tmp_path, broker_dir) == before
