@@ -110,19 +110,22 @@ class FileBroker(FileStores):
 
     def publish(self, message: Message, data: bytes) -> None:
         # Written in tmp/, then renamed: ready/ only ever holds whole files.
-        qdir = self._queue_dirs.get(message.queue) or self.queue_dir(message.queue)
+        qdir = self.queue_dir(message.queue)
         tmp = self._write_tmp(qdir, data, self.durable)
         state, name = self._target(message)
+        self._into_view(tmp, qdir, f"{state}/{name}", data)
+        if self.durable:
+            fsync_dir(qdir / state)
+
+    def _into_view(self, tmp: str, qdir: Path, target: str, data: bytes) -> None:
         try:
-            os.rename(tmp, f"{qdir}/{state}/{name}")
+            os.rename(tmp, f"{qdir}/{target}")
         except FileNotFoundError:
             # A recycled file swept from tmp/ as it was being rewritten (its old
             # mtime looked like litter): write a new one.
             tmp = f"{qdir}/tmp/{new_id()}"
             write_new(tmp, data, self.durable)
-            os.rename(tmp, f"{qdir}/{state}/{name}")
-        if self.durable:
-            fsync_dir(qdir / state)
+            os.rename(tmp, f"{qdir}/{target}")
 
     def publish_many(self, items: Iterable[tuple[Message, bytes]]) -> int:
         count = 0
@@ -141,8 +144,8 @@ class FileBroker(FileStores):
         if self.durable:
             sync_files(self.root, [tmp for tmp, _, _ in staged])
         touched = set()
-        for tmp, qdir, (state, name) in staged:
-            os.rename(tmp, f"{qdir}/{state}/{name}")
+        for (_, data), (tmp, qdir, (state, name)) in zip(batch, staged, strict=True):
+            self._into_view(tmp, qdir, f"{state}/{name}", data)
             touched.add(qdir / state)
         if self.durable:
             for folder in touched:
