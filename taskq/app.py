@@ -11,11 +11,11 @@ from . import task as _task_module
 from .config import Settings, load_settings
 from .errors import ConfigError
 from .message import Message, dump_call, encode
+from .results import AsyncResult
 from .task import make_task
 
 if TYPE_CHECKING:
     from .brokers.base import Broker
-    from .results import AsyncResult
     from .task import Task
 
 
@@ -96,8 +96,6 @@ class App:
         return [self.AsyncResult(m.id) for m, _ in batch]
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:  # noqa: N802 - Celery's name
-        from .results import AsyncResult
-
         return AsyncResult(task_id, app=self)
 
 

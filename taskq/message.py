@@ -189,11 +189,15 @@ def load_value(payload: bytes) -> Any:
 # -- signing --------------------------------------------------------------------
 
 
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # json.dumps builds one per call
+_LENGTH = struct.Struct(">I")
+
+
 def seal(header: Mapping[str, Any], payload: bytes, key: bytes) -> bytes:
     """Sign a header and payload into the wire format."""
-    head = json.dumps(header, separators=(",", ":")).encode()
-    body = struct.pack(">I", len(head)) + head + payload
-    return MAGIC + struct.pack(">I", len(body)) + hmac.digest(key, body, hashlib.sha256) + body
+    head = _COMPACT_JSON.encode(header).encode()
+    body = _LENGTH.pack(len(head)) + head + payload
+    return MAGIC + _LENGTH.pack(len(body)) + hmac.digest(key, body, hashlib.sha256) + body
 
 
 def unseal(data: bytes, key: bytes) -> tuple[dict[str, Any], bytes]:

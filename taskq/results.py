@@ -47,10 +47,12 @@ class AsyncResult(Generic[R]):
     """A handle on a task's outcome: ``.status``, ``.ready()``, ``.get(timeout)``."""
 
     def __init__(self, task_id: str, app: App | None = None) -> None:
-        from .app import default_app
+        if app is None:
+            from .app import default_app
 
+            app = default_app()
         self.id = task_id
-        self.app = app or default_app()
+        self.app = app
 
     def __repr__(self) -> str:
         return f"<AsyncResult {self.id} {self.status}>"

@@ -161,13 +161,13 @@ class Task(Generic[P, R]):
         """The envelope a call would be sent in (nothing is written)."""
         o = self.options
         now = time.time()
-        priority = options.get("priority")
-        priority = _check_priority(o.priority if priority is None else priority)
+        # The task's own queue and priority were checked when it was declared.
+        priority, queue = options.get("priority"), options.get("queue")
         return Message(
             id=validate_task_id(options["task_id"]) if options.get("task_id") else new_id(),
             task=self.name,
-            queue=validate_queue(options.get("queue") or o.queue),
-            priority=priority,
+            queue=o.queue if queue is None else validate_queue(queue),
+            priority=o.priority if priority is None else _check_priority(priority),
             created=now,
             eta=_eta(now, options.get("countdown"), options.get("eta")),
             expires=_when(now, o.expires if options.get("expires") is None else options["expires"]),
