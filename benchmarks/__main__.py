@@ -82,7 +82,6 @@ def main(argv: list[str] | None = None) -> None:
         max_seconds=args.max_seconds,
         stall_seconds=args.stall_seconds,
         workdir=args.workdir,
-        keep=args.keep,
     )
     plan = suite.Plan(
         systems=choose("" if args.all else args.systems, suite.all_systems(), "system"),
@@ -93,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     results = suite.Results(plan=asdict(plan), environment=suite.environment(options))
     raw = args.markdown.with_suffix(".json")
-    suite.run(plan, results, lambda: results.save(raw))
+    suite.run(plan, results, lambda: results.save(raw), keep=args.keep)
     results.save(raw)
     write(args, results, plan.systems, raw)
 

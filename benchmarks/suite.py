@@ -5,13 +5,16 @@ hits all alike."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -82,8 +85,27 @@ def run_scenario(system: System, name: str, options: Options, outcome: Outcome) 
         scenarios.burst(system, options, outcome, options.depth, ("W4", "W4_drain"))
 
 
-def run(plan: Plan, results: Results, save: Callable[[], None]) -> None:
-    """Run ``plan``, appending to ``results`` and calling ``save`` after each scenario."""
+def run(plan: Plan, results: Results, save: Callable[[], None], keep: bool = False) -> None:
+    """Run ``plan``, appending to ``results`` and calling ``save`` after each scenario.
+
+    Every scenario's folder lives in one folder of this suite, deleted at the end
+    (unless ``keep``): deleting a scenario's files between scenarios would slow
+    the creates of whichever system came next (see ``scenarios.QuietDisk``)."""
+    work = Path(tempfile.mkdtemp(prefix="taskq-bench-", dir=plan.options.workdir))
+    try:
+        run_in(
+            dataclasses.replace(plan, options=dataclasses.replace(plan.options, workdir=work)),
+            results,
+            save,
+        )
+    finally:
+        if keep:
+            say(f"kept the scenarios' folders and worker logs in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run_in(plan: Plan, results: Results, save: Callable[[], None]) -> None:
     systems: dict[str, System] = {}
     for name in plan.systems:
         system = load(name)
