@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 from dataclasses import asdict
@@ -70,6 +71,10 @@ def choose(given: str, everything: list[str] | tuple[str, ...], what: str) -> li
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    # Stopped by SIGTERM (or SIGINT, which a shell's background job ignores), the
+    # driver still stops its worker and deletes its folders on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.render:
         results = suite.Results.load(args.render)
         write(args, results, results.plan["systems"], args.render)

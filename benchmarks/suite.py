@@ -89,9 +89,11 @@ def run(plan: Plan, results: Results, save: Callable[[], None], keep: bool = Fal
     """Run ``plan``, appending to ``results`` and calling ``save`` after each scenario.
 
     Every scenario's folder lives in one folder of this suite, deleted at the end
-    (unless ``keep``): deleting a scenario's files between scenarios would slow
-    the creates of whichever system came next (see ``scenarios.QuietDisk``)."""
+    (unless ``keep``), and each sits in block groups of its own: one scenario's
+    deletes would slow the creates of whichever system came next (see
+    ``scenarios.QuietDisk``)."""
     work = Path(tempfile.mkdtemp(prefix="taskq-bench-", dir=plan.options.workdir))
+    scenarios.spread_subfolders(work)
     try:
         run_in(
             dataclasses.replace(plan, options=dataclasses.replace(plan.options, workdir=work)),
