@@ -37,6 +37,7 @@ from .consumer import FileConsumer
 from .file_stores import FileStores
 from .fs import (
     fsync_dir,
+    link_new,
     lock_is_free,
     prepare_root,
     read_file,
@@ -65,6 +66,7 @@ class FileBroker(FileStores):
         self._recovering: dict[str, list[int]] = {}
         self._worker_locks: dict[str, int] = {}
         self._scheduled_seen: dict[str, tuple[int, float]] = {}
+        self._nameless = True  # O_TMPFILE + linkat work here (until one fails)
         prepare_root(self.root)
         self._results = self.root / "results"
         self._results.mkdir(mode=0o700, exist_ok=True)
@@ -109,13 +111,27 @@ class FileBroker(FileStores):
         return "ready", message.name
 
     def publish(self, message: Message, data: bytes) -> None:
-        # Written in tmp/, then renamed: ready/ only ever holds whole files.
         qdir = self.queue_dir(message.queue)
-        tmp = self._write_tmp(qdir, data, self.durable)
         state, name = self._target(message)
-        self._into_view(tmp, qdir, f"{state}/{name}", data)
+        self._place(qdir, state, name, data)
         if self.durable:
             fsync_dir(qdir / state)
+
+    def _place(self, qdir: Path, state: str, name: str, data: bytes) -> None:
+        # The message appears in its folder whole or not at all: a recycled spare
+        # (no inode to allocate) rewritten in tmp/ and renamed, else a nameless
+        # file linked in, else a new file written in tmp/ and renamed.
+        tmp, target = f"{qdir}/tmp/{new_id()}", f"{state}/{name}"
+        if self.spares.take(tmp, data, self.durable):
+            self._into_view(tmp, qdir, target, data)
+            return
+        if self._nameless:
+            if link_new(f"{qdir}/{state}", f"{qdir}/{target}", data, self.durable):
+                return
+            # The filesystem cannot, unless the name was taken (the rename replaces it).
+            self._nameless = os.path.exists(f"{qdir}/{target}")
+        write_new(tmp, data, self.durable)
+        self._into_view(tmp, qdir, target, data)
 
     def _into_view(self, tmp: str, qdir: Path, target: str, data: bytes) -> None:
         try:
@@ -134,6 +150,10 @@ class FileBroker(FileStores):
         return count
 
     def _publish_batch(self, batch: Sequence[tuple[Message, bytes]]) -> int:
+        if not self.durable:
+            for message, data in batch:
+                self._place(self.queue_dir(message.queue), *self._target(message), data)
+            return len(batch)
         # Durable: write every file, make them all durable with one flush, then
         # rename them into view and flush each target folder once. One flush a
         # batch instead of two fsyncs a message.
@@ -141,15 +161,13 @@ class FileBroker(FileStores):
         for message, data in batch:
             qdir = self.queue_dir(message.queue)
             staged.append((self._write_tmp(qdir, data, False), qdir, self._target(message)))
-        if self.durable:
-            sync_files(self.root, [tmp for tmp, _, _ in staged])
+        sync_files(self.root, [tmp for tmp, _, _ in staged])
         touched = set()
         for (_, data), (tmp, qdir, (state, name)) in zip(batch, staged, strict=True):
             self._into_view(tmp, qdir, f"{state}/{name}", data)
             touched.add(qdir / state)
-        if self.durable:
-            for folder in touched:
-                fsync_dir(folder)
+        for folder in touched:
+            fsync_dir(folder)
         return len(staged)
 
     # -- consuming and settling ----------------------------------------------

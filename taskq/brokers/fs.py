@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import fcntl
 import os
 import stat
@@ -40,6 +41,45 @@ def write_new(path: str | Path, data: bytes, sync: bool = False) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# Errors that mean "not here": the filesystem or kernel has no O_TMPFILE (EISDIR on
+# kernels before 3.11), /proc is not mounted, the name is taken. Others (ENOSPC, EIO)
+# are the caller's, as they would be for any write.
+_NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
+_NO_LINK = {errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EEXIST}
+
+
+def link_new(folder: str, target: str, data: bytes, sync: bool = False) -> bool:
+    """Write ``data`` into a new nameless file in ``folder`` and give it the name
+    ``target`` (in that folder) in one step: O_TMPFILE, then linkat(2). The name
+    appears with the whole file behind it, like a rename from tmp/, for one
+    directory update instead of three, and a writer that dies first leaves
+    nothing behind. False, with nothing written, where the filesystem or kernel
+    cannot (no O_TMPFILE, no /proc) or ``target`` exists: write in tmp/ then.
+    """
+    try:
+        fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno in _NO_TMPFILE:
+            return False
+        raise
+    try:
+        os.write(fd, data)
+        if sync:
+            os.fsync(fd)
+        # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N names the open file. os.link
+        # passes that flag only when given a directory fd, which an absolute
+        # source path makes the kernel ignore: hence src_dir_fd.
+        try:
+            os.link(f"/proc/self/fd/{fd}", target, src_dir_fd=fd, follow_symlinks=True)
+        except OSError as exc:
+            if exc.errno in _NO_LINK:
+                return False
+            raise
+    finally:
+        os.close(fd)
+    return True
 
 
 def _load_syncfs() -> Callable[[int], int] | None:

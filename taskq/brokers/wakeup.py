@@ -50,7 +50,8 @@ class InotifyWatcher(Watcher):
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
         self._folders: dict[int, str] = {}
         for folder in folders:
-            wd = libc.inotify_add_watch(self._fd, os.fsencode(folder), _IN_MOVED_TO)
+            # Names arrive by rename (IN_MOVED_TO) or by linking a nameless file (IN_CREATE).
+            wd = libc.inotify_add_watch(self._fd, os.fsencode(folder), _IN_MOVED_TO | _IN_CREATE)
             if wd < 0:
                 os.close(self._fd)
                 raise OSError(ctypes.get_errno(), f"cannot watch {folder}")

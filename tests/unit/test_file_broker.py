@@ -5,6 +5,7 @@ stopped by PID and waited for with bounds."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import multiprocessing
 import os
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 
 from taskq.brokers import file as file_module
+from taskq.brokers import fs
 from taskq.brokers.base import Delivery, QueueCounts
 from taskq.brokers.consumer import FileConsumer
 from taskq.brokers.file import FileBroker
@@ -96,10 +98,24 @@ def stop(process: Any) -> None:
 # -- 1. atomic visibility -----------------------------------------------------------
 
 
-def test_publish_writes_in_tmp_and_ready_only_ever_sees_the_whole_file(
-    broker: FileBroker, monkeypatch: pytest.MonkeyPatch
+# A message is written either as a nameless file (O_TMPFILE, linked into ready/ when
+# whole) or, where the filesystem cannot, in tmp/ and renamed: both must hold.
+WRITE_PATHS = [pytest.param(True, id="nameless"), pytest.param(False, id="tmp-rename")]
+
+
+def unseen(path: str, broker: FileBroker) -> bool:
+    """A path being written that no consumer can see: in tmp/, or not linked anywhere."""
+    return path.startswith(str(broker.root / "queues" / "default" / "tmp") + os.sep) or (
+        path.endswith(" (deleted)")  # how /proc shows an O_TMPFILE file's fd
+    )
+
+
+@pytest.mark.parametrize("nameless", WRITE_PATHS)
+def test_publish_writes_out_of_sight_and_ready_only_ever_sees_the_whole_file(
+    broker: FileBroker, monkeypatch: pytest.MonkeyPatch, nameless: bool
 ) -> None:
     broker.queue_dir("default")
+    broker._nameless = nameless
     real_write = os.write
     seen: list[tuple[str, list[str]]] = []
 
@@ -111,18 +127,78 @@ def test_publish_writes_in_tmp_and_ready_only_ever_sees_the_whole_file(
     message, data = publish(broker)
     monkeypatch.undo()
 
-    tmp_dir = str(broker.root / "queues" / "default" / "tmp") + os.sep
     assert seen, "publish wrote nothing through os.write"
-    assert all(path.startswith(tmp_dir) for path, _ in seen)
+    assert all(unseen(path, broker) for path, _ in seen), seen
     assert all(ready == [] for _, ready in seen)
     assert listing(broker, "ready") == [message.name]
     assert (broker.root / "queues" / "default" / "ready" / message.name).read_bytes() == data
     assert listing(broker, "tmp") == []
 
 
-def test_publish_many_renames_into_ready_only_after_every_file_is_written(
+def test_publish_links_a_nameless_file_where_the_filesystem_can(
     broker: FileBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    renames: list[str] = []
+    real_rename = os.rename
+    monkeypatch.setattr(
+        file_module.os, "rename", lambda a, b: renames.append(str(b)) or real_rename(a, b)
+    )
+    message, data = publish(broker)
+
+    assert broker._nameless, "O_TMPFILE + linkat refused on this test's filesystem"
+    assert renames == []  # linked straight into ready/, no tmp/ entry made and moved
+    assert (broker.root / "queues" / "default" / "ready" / message.name).read_bytes() == data
+
+
+def test_publish_falls_back_to_tmp_and_rename_when_nameless_files_are_refused(
+    broker: FileBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+    tries: list[int] = []
+
+    def no_tmpfile(path: Any, flags: int, *args: Any) -> int:
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            tries.append(flags)
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(file_module.os, "open", no_tmpfile)
+    first, first_data = publish(broker)
+    second, second_data = publish(broker)
+    monkeypatch.undo()
+
+    assert len(tries) == 1  # refused once, then not asked again
+    assert not broker._nameless
+    ready = broker.root / "queues" / "default" / "ready"
+    assert (ready / first.name).read_bytes() == first_data
+    assert (ready / second.name).read_bytes() == second_data
+    assert listing(broker, "tmp") == []
+
+
+def test_link_new_leaves_a_taken_name_alone(tmp_path: Path) -> None:
+    target = tmp_path / "taken"
+    target.write_bytes(b"first")
+
+    assert fs.link_new(str(tmp_path), str(target), b"second") is False
+    assert target.read_bytes() == b"first"
+    assert os.listdir(tmp_path) == ["taken"]
+
+
+def test_publish_of_a_name_already_in_ready_replaces_it(broker: FileBroker) -> None:
+    message, _ = publish(broker)
+    again = encode(message, dump_call(message.task, ("again",), {}), KEY)
+    broker.publish(message, again)
+
+    assert broker._nameless  # a taken name is no reason to stop linking
+    assert listing(broker, "ready") == [message.name]
+    assert (broker.root / "queues" / "default" / "ready" / message.name).read_bytes() == again
+
+
+def test_durable_publish_many_renames_into_ready_only_after_every_file_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The batch is flushed once, between the writes and the renames.
+    broker = FileBroker(tmp_path / "broker", durable=True)
     broker.queue_dir("default")
     real_write = os.write
     ready_while_writing: list[list[str]] = []
@@ -145,9 +221,31 @@ def test_publish_many_renames_into_ready_only_after_every_file_is_written(
         assert (broker.root / "queues" / "default" / "ready" / message.name).read_bytes() == data
 
 
-def test_crashed_writer_leaves_only_tmp_litter_that_is_never_claimed_and_is_swept(
+def test_crashed_nameless_writer_leaves_nothing(
     broker: FileBroker, open_consumer: OpenConsumer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    consumer = open_consumer()
+    real_write = os.write
+
+    def crash_halfway(fd: int, data: Any) -> int:
+        real_write(fd, bytes(data)[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(file_module.os, "write", crash_halfway)
+    with pytest.raises(OSError, match="No space"):
+        publish(broker)
+    monkeypatch.undo()
+
+    assert broker._nameless  # a full disk is no reason to stop linking
+    assert listing(broker, "tmp") == []
+    assert listing(broker, "ready") == []
+    assert consumer.claim(timeout=0.1) is None
+
+
+def test_crashed_tmp_writer_leaves_only_tmp_litter_that_is_never_claimed_and_is_swept(
+    broker: FileBroker, open_consumer: OpenConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker._nameless = False
     consumer = open_consumer()
     real_write = os.write
 
@@ -172,10 +270,12 @@ def test_crashed_writer_leaves_only_tmp_litter_that_is_never_claimed_and_is_swep
     assert listing(broker, "tmp") == []
 
 
-def test_scheduled_message_is_also_written_in_tmp_first(
-    broker: FileBroker, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("nameless", WRITE_PATHS)
+def test_scheduled_message_is_also_written_out_of_sight_first(
+    broker: FileBroker, monkeypatch: pytest.MonkeyPatch, nameless: bool
 ) -> None:
     broker.queue_dir("default")
+    broker._nameless = nameless
     real_write = os.write
     paths: list[str] = []
 
@@ -188,7 +288,7 @@ def test_scheduled_message_is_also_written_in_tmp_first(
     message, _ = publish(broker, make_message(eta=time.time() + 60))
     monkeypatch.undo()
 
-    assert [Path(p).parent.name for p in paths] == ["tmp"]
+    assert len(paths) == 1 and unseen(paths[0], broker), paths
     assert listing(broker, "scheduled") == [message.scheduled_name]
     assert listing(broker, "ready") == []
 
