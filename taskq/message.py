@@ -224,13 +224,29 @@ def unseal(data: bytes, key: bytes) -> tuple[dict[str, Any], bytes]:
     return header, body[4 + size :]
 
 
-_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Message))
-_FIELDS = frozenset(_FIELD_NAMES)
+_FIELDS = frozenset(f.name for f in dataclasses.fields(Message))
+_NO_DEFAULT = object()
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return _NO_DEFAULT if f.default is dataclasses.MISSING else f.default
+
+
+_DEFAULTS = tuple((f.name, _default(f)) for f in dataclasses.fields(Message))
 
 
 def encode(message: Message, payload: bytes, key: bytes) -> bytes:
-    # Not dataclasses.asdict: it deep-copies every field, a third of the cost of a publish.
-    return seal({name: getattr(message, name) for name in _FIELD_NAMES}, payload, key)
+    # The header leaves out fields at their default (decode puts them back): a
+    # quarter of the JSON to write for a plain call. Not dataclasses.asdict: it
+    # deep-copies every field, a third of the cost of a publish.
+    header = {}
+    for name, default in _DEFAULTS:
+        value = getattr(message, name)
+        if value != default:
+            header[name] = value
+    return seal(header, payload, key)
 
 
 def decode(data: bytes, key: bytes) -> tuple[Message, bytes]:

@@ -77,6 +77,22 @@ def test_encode_decode_round_trips_every_field_and_the_payload() -> None:
     assert load_value(raw) == (("cat.png",), {"width": 128})
 
 
+def test_header_leaves_out_fields_at_their_default_and_decode_restores_them() -> None:
+    message = Message(id=new_id(), task="t.plain", created=1.5, max_retries=0)
+    data = encode(message, b"p", KEY)
+    (size,) = struct.unpack(">I", data[39:43])
+
+    assert json.loads(data[43 : 43 + size]) == {
+        "id": message.id,
+        "task": "t.plain",
+        "created": 1.5,
+        "max_retries": 0,
+    }
+    decoded, _ = decode(data, KEY)
+    assert decoded == message
+    assert decoded.headers == {} and decoded.attempts == () and decoded.retry_jitter is True
+
+
 def test_wire_format_is_magic_length_mac_then_header_and_payload() -> None:
     message = full_message()
     data = encode(message, b"pPAYLOAD", KEY)
