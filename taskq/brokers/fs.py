@@ -44,10 +44,11 @@ def write_new(path: str | Path, data: bytes, sync: bool = False) -> None:
 
 
 # Errors that mean "not here": the filesystem or kernel has no O_TMPFILE (EISDIR on
-# kernels before 3.11), /proc is not mounted, the name is taken. Others (ENOSPC, EIO)
+# kernels before 3.11), /proc is not mounted or a security module refuses the
+# link, the name is taken. Others (ENOSPC, EIO)
 # are the caller's, as they would be for any write.
 _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
-_NO_LINK = {errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EEXIST}
+_NO_LINK = {errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EACCES, errno.EEXIST}
 
 
 def link_new(folder: str, target: str, data: bytes, sync: bool = False) -> bool:
@@ -55,7 +56,7 @@ def link_new(folder: str, target: str, data: bytes, sync: bool = False) -> bool:
     ``target`` (in that folder) in one step: O_TMPFILE, then linkat(2). The name
     appears with the whole file behind it, like a rename from tmp/, for one
     directory update instead of three, and a writer that dies first leaves
-    nothing behind. False, with nothing written, where the filesystem or kernel
+    nothing behind. False, leaving nothing behind, where the filesystem or kernel
     cannot (no O_TMPFILE, no /proc) or ``target`` exists: write in tmp/ then.
     """
     try:
