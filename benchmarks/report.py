@@ -172,14 +172,26 @@ def latency_target(rows_: list[Row], mine: dict[str, float]) -> list[str]:
 
 
 def depth_target(mine: dict[str, float]) -> list[str]:
-    if "W4_drain_per_s" not in mine or "W2_per_s" not in mine:
-        return []
-    growth = mine["W2_per_s"] / mine["W4_drain_per_s"] - 1
-    return [
-        f"- W4 depth: taskq's cost per drained task at depth is {growth:+.0%} against W2 "
-        f"({mine['W4_drain_per_s']:,.0f}/s vs {mine['W2_per_s']:,.0f}/s): "
-        f"target within 15%: {'met' if growth <= 0.15 else 'NOT met'}"
-    ]
+    """Cost per task at 200,000 deep against 20,000 deep: the drain against W2's, and
+    the enqueue's last 20,000 calls (180,000 to 200,000 deep) against its first 20,000."""
+    lines = []
+    if "W4_drain_per_s" in mine and "W2_per_s" in mine:
+        growth = mine["W2_per_s"] / mine["W4_drain_per_s"] - 1
+        lines.append(
+            f"- W4 depth: taskq's cost per drained task at depth is {growth:+.0%} against W2 "
+            f"({mine['W4_drain_per_s']:,.0f}/s vs {mine['W2_per_s']:,.0f}/s): "
+            f"target within 15%: {'met' if growth <= 0.15 else 'NOT met'}"
+        )
+    if "W4_last_per_s" in mine and "W4_first_per_s" in mine:
+        growth = mine["W4_first_per_s"] / mine["W4_last_per_s"] - 1
+        lines.append(
+            f"- W4 depth: taskq's cost per enqueued task from 180,000 to 200,000 deep is "
+            f"{growth:+.0%} against the first 20,000 of the same enqueue "
+            f"({mine['W4_last_per_s']:,.0f}/s vs {mine['W4_first_per_s']:,.0f}/s; "
+            f"all 200,000 at {mine.get('W4_per_s', 0):,.0f}/s): "
+            f"target within 15%: {'met' if growth <= 0.15 else 'NOT met'}"
+        )
+    return lines
 
 
 def durable_target(by: dict[str, dict[str, float]], mine: dict[str, float]) -> list[str]:

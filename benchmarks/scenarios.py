@@ -200,18 +200,35 @@ class Scenario:
                 "stalled", f"{phase}: no progress for {self.options.stall_seconds:.0f} s, {seen}"
             )
 
-    def enqueue(self, send: Callable[[int], Any], n: int, phase: str) -> float:
-        """Call ``send(i)`` for i in 0..n-1; returns the seconds it took."""
+    def enqueue(self, send: Callable[[int], Any], n: int, phase: str) -> list[float]:
+        """Call ``send(i)`` for i in 0..n-1; returns the seconds each 1,000 calls took."""
         deadline = time.monotonic() + self.options.max_seconds
-        t0 = time.perf_counter()
+        laps = []
         for start in range(0, n, 1_000):
+            t0 = time.perf_counter()
             for i in range(start, min(start + 1_000, n)):
                 send(i)
+            laps.append(time.perf_counter() - t0)
             if time.monotonic() > deadline:
                 raise PhaseEnded(
                     "timeout", f"{phase}: timeout after enqueueing {start + 1_000:,} of {n:,}"
                 )
-        return time.perf_counter() - t0
+        return laps
+
+
+SEGMENT = 20_000  # calls in the first and last stretch of a deep enqueue
+
+
+def enqueue_metrics(name: str, n: int, laps: list[float]) -> dict[str, float]:
+    """Tasks/s over the whole enqueue and, when it is deep enough, over its first and
+    last ``SEGMENT`` calls: the queue's depth is the only difference between those two,
+    where comparing two scenarios also compares the disk's state at two moments."""
+    metrics = {f"{name}_per_s": n / sum(laps)}
+    k = SEGMENT // 1_000
+    if n >= 2 * SEGMENT and len(laps) >= 2 * k:
+        metrics[f"{name}_first_per_s"] = SEGMENT / sum(laps[:k])
+        metrics[f"{name}_last_per_s"] = SEGMENT / sum(laps[-k:])
+    return metrics
 
 
 def burst(
@@ -231,10 +248,10 @@ def burst(
                 assert send_batch is not None
                 t0 = time.perf_counter()
                 send_batch(range(n))
-                seconds = time.perf_counter() - t0
+                outcome.metrics[f"{enqueue_name}_per_s"] = n / (time.perf_counter() - t0)
             else:
-                seconds = scenario.enqueue(system.sender(), n, enqueue_name)
-            outcome.metrics[f"{enqueue_name}_per_s"] = n / seconds
+                laps = scenario.enqueue(system.sender(), n, enqueue_name)
+                outcome.metrics.update(enqueue_metrics(enqueue_name, n, laps))
             started = time.monotonic()
             scenario.start_worker()
             finished = scenario.wait(tally, lambda: tally.distinct >= n, drain_name)
