@@ -1,7 +1,12 @@
 """The core issue's figures: enqueue and drain rate of 20,000 no-op tasks, and
 enqueue-to-start latency at 200 tasks/s, on the file broker.
 
-    python -m benchmarks.core [--tasks 20000] [--concurrency 2] [--rate 200]
+    python -m benchmarks.core [--tasks 20000] [--concurrency 2] [--rate 200] [--runs 1]
+
+Like the side-by-side suite, it keeps every run's broker until the end, in block
+groups of their own, and lets creates settle before each enqueue (see
+``scenarios.QuietDisk``): on this project's ext4, a previous run's deletes would
+otherwise slow the next run's enqueue several times over.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from .scenarios import QuietDisk, spread_subfolders
 
 HERE = Path(__file__).resolve().parent
 
@@ -76,48 +83,48 @@ def check(ids: list[str], count: int) -> tuple[int, int]:
     return missing, duplicated
 
 
-def enqueue_and_drain(tasks: int, concurrency: int) -> None:
+def enqueue_and_drain(parent: Path, tasks: int, concurrency: int, quiet: QuietDisk) -> None:
     import bench_tasks
 
     from taskq.app import App, set_default_app
 
-    work = Path(tempfile.mkdtemp(prefix="taskq-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="drain-", dir=parent))
     broker, out = work / "broker", work / "out"
     out.mkdir()
+    quiet.wait(parent)
+    set_default_app(App(broker=str(broker)))
+    t0 = time.perf_counter()
+    for i in range(tasks):
+        bench_tasks.noop.delay(i)
+    enqueue = tasks / (time.perf_counter() - t0)
+    started = time.monotonic()
+    proc = start_worker(broker, out, concurrency)
     try:
-        set_default_app(App(broker=str(broker)))
-        t0 = time.perf_counter()
-        for i in range(tasks):
-            bench_tasks.noop.delay(i)
-        enqueue = tasks / (time.perf_counter() - t0)
-        started = time.monotonic()
-        proc = start_worker(broker, out, concurrency)
         first = wait_for(out, "runs", 1, 60)
         done = wait_for(out, "runs", tasks, 600)
-        stop_worker(proc)
-        missing, dup = check(read_ids(out, "runs"), tasks)
-        print(f"enqueue: {tasks} tasks by one process: {enqueue:,.0f} tasks/s")
-        print(
-            f"drain:   {tasks} tasks, --concurrency {concurrency}: "
-            f"{tasks / (done - started):,.0f} tasks/s including start-up "
-            f"({tasks / (done - first):,.0f}/s after the first task; first task after "
-            f"{(first - started) * 1000:.0f} ms); missing {missing}, duplicated {dup}"
-        )
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        stop_worker(proc)
+    missing, dup = check(read_ids(out, "runs"), tasks)
+    print(f"enqueue: {tasks} tasks by one process: {enqueue:,.0f} tasks/s")
+    print(
+        f"drain:   {tasks} tasks, --concurrency {concurrency}: "
+        f"{tasks / (done - started):,.0f} tasks/s including start-up "
+        f"({tasks / (done - first):,.0f}/s after the first task; first task after "
+        f"{(first - started) * 1000:.0f} ms); missing {missing}, duplicated {dup}"
+    )
 
 
-def latency(count: int, rate: float, concurrency: int) -> None:
+def latency(parent: Path, count: int, rate: float, concurrency: int) -> None:
     import bench_tasks
 
     from taskq.app import App, set_default_app
 
-    work = Path(tempfile.mkdtemp(prefix="taskq-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="latency-", dir=parent))
     broker, out = work / "broker", work / "out"
     out.mkdir()
+    set_default_app(App(broker=str(broker)))
+    proc = start_worker(broker, out, concurrency)
     try:
-        set_default_app(App(broker=str(broker)))
-        proc = start_worker(broker, out, concurrency)
         bench_tasks.noop.delay(-1)
         wait_for(out, "runs", 1, 60)  # workers up and idle
         time.sleep(0.5)
@@ -128,17 +135,16 @@ def latency(count: int, rate: float, concurrency: int) -> None:
             next_at += interval
             time.sleep(max(0.0, next_at - time.perf_counter()))
         wait_for(out, "latency", count, 60)
-        stop_worker(proc)
-        lines = read_ids(out, "latency")
-        ms = sorted(float(line.split()[1]) for line in lines)
-        q = statistics.quantiles(ms, n=100)
-        missing, dup = check(lines, count)
-        print(
-            f"latency: {count} tasks at {rate:.0f}/s, enqueue to start: p50 {q[49]:.2f} ms, "
-            f"p99 {q[98]:.2f} ms, max {ms[-1]:.2f} ms; missing {missing}, duplicated {dup}"
-        )
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        stop_worker(proc)
+    lines = read_ids(out, "latency")
+    ms = sorted(float(line.split()[1]) for line in lines)
+    q = statistics.quantiles(ms, n=100)
+    missing, dup = check(lines, count)
+    print(
+        f"latency: {count} tasks at {rate:.0f}/s, enqueue to start: p50 {q[49]:.2f} ms, "
+        f"p99 {q[98]:.2f} ms, max {ms[-1]:.2f} ms; missing {missing}, duplicated {dup}"
+    )
 
 
 def main() -> None:
@@ -147,10 +153,19 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--latency-tasks", type=int, default=1_000)
+    parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
-    enqueue_and_drain(args.tasks, args.concurrency)
-    latency(args.latency_tasks, args.rate, args.concurrency)
+    parent = Path(tempfile.mkdtemp(prefix="taskq-bench-core-"))
+    spread_subfolders(parent)
+    quiet = QuietDisk()
+    try:
+        for run in range(1, args.runs + 1):
+            print(f"run {run}")
+            enqueue_and_drain(parent, args.tasks, args.concurrency, quiet)
+            latency(parent, args.latency_tasks, args.rate, args.concurrency)
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 if __name__ == "__main__":
