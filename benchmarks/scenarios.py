@@ -53,6 +53,12 @@ class QuietDisk:
         self.probes = 0
         self.last_us = 0.0
 
+    def __repr__(self) -> str:  # how the plan in latest.json shows the gate
+        return (
+            f"QuietDisk(probe {self.PROBE} creates, pass at {self.SLACK}x the best probe, "
+            f"every {self.PAUSE:g} s, at most {self.most:g} s)"
+        )
+
     def wait(self, workdir: Path) -> float:
         """Seconds waited before creates were quick (or ``most`` ran out)."""
         os.sync()  # written back, the freed inodes' blocks are clean: the 60 s window
