@@ -48,6 +48,7 @@ def write_new(path: str | Path, data: bytes, sync: bool = False) -> None:
 # link, the name is taken. Others (ENOSPC, EIO)
 # are the caller's, as they would be for any write.
 _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux only
 _NO_LINK = {errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EACCES, errno.EEXIST}
 
 
@@ -59,8 +60,10 @@ def link_new(folder: str, target: str, data: bytes, sync: bool = False) -> bool:
     nothing behind. False, leaving nothing behind, where the filesystem or kernel
     cannot (no O_TMPFILE, no /proc) or ``target`` exists: write in tmp/ then.
     """
+    if not _O_TMPFILE:
+        return False
     try:
-        fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        fd = os.open(folder, _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         if exc.errno in _NO_TMPFILE:
             return False

@@ -175,6 +175,15 @@ def test_publish_falls_back_to_tmp_and_rename_when_nameless_files_are_refused(
     assert listing(broker, "tmp") == []
 
 
+def test_link_new_declines_where_the_platform_has_no_o_tmpfile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fs, "_O_TMPFILE", 0)  # as on macOS
+
+    assert fs.link_new(str(tmp_path), str(tmp_path / "m"), b"data") is False
+    assert os.listdir(tmp_path) == []
+
+
 def test_link_new_leaves_a_taken_name_alone(tmp_path: Path) -> None:
     target = tmp_path / "taken"
     target.write_bytes(b"first")
