@@ -230,10 +230,8 @@ def test_durable_publish_many_renames_into_ready_only_after_every_file_is_writte
         assert (broker.root / "queues" / "default" / "ready" / message.name).read_bytes() == data
 
 
-def test_crashed_nameless_writer_leaves_nothing(
-    broker: FileBroker, open_consumer: OpenConsumer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    consumer = open_consumer()
+def publish_failing_halfway(broker: FileBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A publish whose write stops halfway, as a writer that crashes or fills the disk."""
     real_write = os.write
 
     def crash_halfway(fd: int, data: Any) -> int:
@@ -244,6 +242,13 @@ def test_crashed_nameless_writer_leaves_nothing(
     with pytest.raises(OSError, match="No space"):
         publish(broker)
     monkeypatch.undo()
+
+
+def test_crashed_nameless_writer_leaves_nothing(
+    broker: FileBroker, open_consumer: OpenConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consumer = open_consumer()
+    publish_failing_halfway(broker, monkeypatch)
 
     assert broker._nameless  # a full disk is no reason to stop linking
     assert listing(broker, "tmp") == []
@@ -256,16 +261,7 @@ def test_crashed_tmp_writer_leaves_only_tmp_litter_that_is_never_claimed_and_is_
 ) -> None:
     broker._nameless = False
     consumer = open_consumer()
-    real_write = os.write
-
-    def crash_halfway(fd: int, data: Any) -> int:
-        real_write(fd, bytes(data)[: len(data) // 2])
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(file_module.os, "write", crash_halfway)
-    with pytest.raises(OSError, match="No space"):
-        publish(broker)
-    monkeypatch.undo()
+    publish_failing_halfway(broker, monkeypatch)
 
     [litter] = listing(broker, "tmp")
     assert listing(broker, "ready") == []
