@@ -100,8 +100,9 @@ class FileBroker(FileStores):
     # -- publishing -----------------------------------------------------------
 
     def _write_tmp(self, queue_dir: Path | str, data: bytes, sync: bool) -> str:
-        tmp = f"{queue_dir}/tmp/{new_id()}"
-        if not self.spares.take(tmp, data, sync):
+        tmp = self.spares.take(f"{queue_dir}/tmp", data, sync)
+        if tmp is None:
+            tmp = f"{queue_dir}/tmp/{new_id()}"
             write_new(tmp, data, sync)
         return tmp
 
@@ -121,8 +122,9 @@ class FileBroker(FileStores):
         # The message appears in its folder whole or not at all: a recycled spare
         # (no inode to allocate) rewritten in tmp/ and renamed, else a nameless
         # file linked in, else a new file written in tmp/ and renamed.
-        tmp, target = f"{qdir}/tmp/{new_id()}", f"{state}/{name}"
-        if self.spares.take(tmp, data, self.durable):
+        target = f"{state}/{name}"
+        tmp = self.spares.take(f"{qdir}/tmp", data, self.durable)
+        if tmp is not None:
             self._into_view(tmp, qdir, target, data)
             return
         if self._nameless:
@@ -130,6 +132,7 @@ class FileBroker(FileStores):
                 return
             # The filesystem cannot, unless the name was taken (the rename replaces it).
             self._nameless = os.path.exists(f"{qdir}/{target}")
+        tmp = f"{qdir}/tmp/{new_id()}"
         write_new(tmp, data, self.durable)
         self._into_view(tmp, qdir, target, data)
 

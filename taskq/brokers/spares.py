@@ -15,6 +15,8 @@ import os
 import time
 from pathlib import Path
 
+from ..message import new_id
+
 _RELIST_EVERY = 1.0  # seconds between listings of an empty spare/ folder
 KEEP = 50_000  # spares kept at most (~200 MB of 4 KiB blocks); the supervisor trims the rest
 UNUSED_FOR = 3600.0  # seconds after which an unused spare is deleted
@@ -32,10 +34,12 @@ class SparePool:
         """Retire a settled message's file into the pool (the ack)."""
         os.rename(path, f"{self._path}/{name}")
 
-    def take(self, target: str, data: bytes, sync: bool) -> bool:
-        """Move a spare to ``target`` and rewrite it with ``data``; False if none is left."""
+    def take(self, folder: str, data: bytes, sync: bool) -> str | None:
+        """Move a spare into ``folder`` under a new random name and rewrite it with
+        ``data``; its path, or None if no spare is left."""
         while self._names or self._relist():
             name = self._names.pop()
+            target = f"{folder}/{new_id()}"
             try:
                 os.rename(f"{self._path}/{name}", target)
                 # Until the write below, the file keeps its old mtime, and the tmp/
@@ -50,8 +54,8 @@ class SparePool:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            return True
-        return False
+            return target
+        return None
 
     def _relist(self) -> bool:
         now = time.monotonic()

@@ -46,12 +46,14 @@ def test_a_spare_taken_by_another_producer_is_skipped(tmp_path: Path) -> None:
     pool = SparePool(tmp_path)
     for name in ("x", "y"):
         (tmp_path / "spare" / name).write_bytes(b"old")
-    assert pool.take(str(tmp_path / "first"), b"1", sync=False)
+    (tmp_path / "out").mkdir()
+    first = pool.take(str(tmp_path / "out"), b"1", sync=False)
+    assert first is not None
     (tmp_path / "spare" / os.listdir(tmp_path / "spare")[0]).unlink()  # "another producer"
 
-    assert not pool.take(str(tmp_path / "second"), b"2", sync=False)
-    assert (tmp_path / "first").read_bytes() == b"1"
-    assert not (tmp_path / "second").exists()
+    assert pool.take(str(tmp_path / "out"), b"2", sync=False) is None
+    assert Path(first).read_bytes() == b"1"
+    assert os.listdir(tmp_path / "out") == [Path(first).name]
 
 
 def test_tidy_keeps_a_bounded_pool_and_drops_long_unused_spares(tmp_path: Path) -> None:
