@@ -110,22 +110,31 @@ def unseen(path: str, broker: FileBroker) -> bool:
     )
 
 
+def publish_watching_writes(
+    broker: FileBroker, monkeypatch: pytest.MonkeyPatch, message: Message, state: str
+) -> tuple[list[tuple[str, list[str]]], bytes]:
+    """Publish ``message``, noting at each write the file written and ``state``'s listing."""
+    real_write = os.write
+    seen: list[tuple[str, list[str]]] = []
+
+    def spy(fd: int, data: Any) -> int:
+        seen.append((os.readlink(f"/proc/self/fd/{fd}"), listing(broker, state)))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(file_module.os, "write", spy)
+    _, data = publish(broker, message)
+    monkeypatch.undo()
+    return seen, data
+
+
 @pytest.mark.parametrize("nameless", WRITE_PATHS)
 def test_publish_writes_out_of_sight_and_ready_only_ever_sees_the_whole_file(
     broker: FileBroker, monkeypatch: pytest.MonkeyPatch, nameless: bool
 ) -> None:
     broker.queue_dir("default")
     broker._nameless = nameless
-    real_write = os.write
-    seen: list[tuple[str, list[str]]] = []
-
-    def spy(fd: int, data: Any) -> int:
-        seen.append((os.readlink(f"/proc/self/fd/{fd}"), listing(broker, "ready")))
-        return real_write(fd, data)
-
-    monkeypatch.setattr(file_module.os, "write", spy)
-    message, data = publish(broker)
-    monkeypatch.undo()
+    message = make_message()
+    seen, data = publish_watching_writes(broker, monkeypatch, message, "ready")
 
     assert seen, "publish wrote nothing through os.write"
     assert all(unseen(path, broker) for path, _ in seen), seen
@@ -281,19 +290,11 @@ def test_scheduled_message_is_also_written_out_of_sight_first(
 ) -> None:
     broker.queue_dir("default")
     broker._nameless = nameless
-    real_write = os.write
-    paths: list[str] = []
+    message = make_message(eta=time.time() + 60)
+    seen, _ = publish_watching_writes(broker, monkeypatch, message, "scheduled")
 
-    def spy(fd: int, data: Any) -> int:
-        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
-        assert listing(broker, "scheduled") == []
-        return real_write(fd, data)
-
-    monkeypatch.setattr(file_module.os, "write", spy)
-    message, _ = publish(broker, make_message(eta=time.time() + 60))
-    monkeypatch.undo()
-
-    assert len(paths) == 1 and unseen(paths[0], broker), paths
+    assert len(seen) == 1 and unseen(seen[0][0], broker), seen
+    assert seen[0][1] == []  # scheduled/ was empty while the file was written
     assert listing(broker, "scheduled") == [message.scheduled_name]
     assert listing(broker, "ready") == []
 
