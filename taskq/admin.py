@@ -99,7 +99,7 @@ def retry_dead(settings: Settings, message_id: str | None) -> tuple[int, list[st
     requeued, skipped = 0, []
     for letter in letters:
         try:
-            message, payload = decode(letter.data, app.key)
+            message, payload = decode(app.broker.dead_message(letter), app.key)
         except BadSignature:
             skipped.append(
                 f"dead message {letter.id} has a bad signature: it is never run; "

@@ -3,9 +3,11 @@
     TaskqError                  anything taskq itself reports
     ├── ConfigError             a bad key, type or file in the configuration
     ├── BrokerError             the broker cannot be used (unsafe root, bad queue name)
+    │   └── DiskFull            no space left to write a message or result: nothing was written
     ├── SerializationError      arguments or a result that cannot be serialized
     ├── MessageError            a message that cannot be trusted or decoded
-    │   └── BadSignature        HMAC check failed: the payload is never unpickled
+    │   ├── BadSignature        HMAC check failed: the payload is never unpickled
+    │   └── UnsafeEntry         not a regular file (folder, FIFO, device, symlink): never opened
     ├── TaskNotFound            a message names a task no loaded module declares
     ├── ResultNotFound          no result is stored (or it expired)
     ├── TaskFailed              a task failed and its exception could not be rebuilt
@@ -34,6 +36,14 @@ class BrokerError(TaskqError):
     """The broker cannot be used as configured."""
 
 
+class DiskFull(BrokerError):
+    """The broker's filesystem has no space (or quota) left: the write did not happen.
+
+    Raised by ``.delay()`` and friends: the message was not enqueued, and
+    nothing partial of it is visible to a worker.
+    """
+
+
 class SerializationError(TaskqError):
     """A value cannot be serialized into a message or a result."""
 
@@ -44,6 +54,11 @@ class MessageError(TaskqError):
 
 class BadSignature(MessageError):
     """A message or result failed its HMAC check; it was not unpickled."""
+
+
+class UnsafeEntry(MessageError):
+    """A broker entry that is not a regular file: a folder, FIFO, device, socket
+    or symbolic link. It is never followed, opened blocking or read."""
 
 
 class TaskNotFound(TaskqError):
@@ -74,6 +89,20 @@ class WorkerLost(TaskqError):
 
 class TimeLimitExceeded(TaskqError):
     """A task ran past its hard ``time_limit``; its process was killed."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` for logs and records, even when ``__str__`` raises."""
+    return f"{type(exc).__name__}: {safe_str(exc)}"
+
+
+def safe_str(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when the exception's ``__str__`` raises
+    (a user's exception must not take the worker down)."""
+    try:
+        return str(exc)
+    except Exception as broken:
+        return f"<str() of the exception raised {type(broken).__name__}>"
 
 
 class Retry(Exception):

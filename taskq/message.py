@@ -87,7 +87,11 @@ def ready_name_of(scheduled_name: str) -> str:
 
 
 def eta_of(scheduled_name: str) -> float:
-    return int(scheduled_name.partition("_")[0]) / 1e6
+    """The ETA a scheduled/ name starts with; -1 for a name taskq did not make."""
+    eta, sep, rest = scheduled_name.partition("_")
+    if not (sep and rest and eta.isascii() and eta.isdigit()):
+        return -1.0
+    return int(eta) / 1e6
 
 
 def id_of(name: str) -> str:

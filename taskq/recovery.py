@@ -13,8 +13,7 @@ import logging
 import time
 
 from .brokers.base import Broker
-from .errors import BadSignature, MessageError, TaskqError
-from .message import decode
+from .errors import TaskqError
 from .policy import Outcome, settle
 from .settling import Settler
 from .worker import describe
@@ -44,14 +43,10 @@ def recover_consumer(
             broker.requeue(delivery)
             log.info("Message %s returned to ready/ (worker stopped)", delivery.name)
             continue
-        try:
-            message, payload = decode(delivery.data, key)
-        except BadSignature as exc:
-            settler.reject(delivery, "bad-signature", exc)
+        opened = settler.open(delivery)
+        if opened is None:
             continue
-        except MessageError as exc:
-            settler.reject(delivery, "undecodable", exc)
-            continue
+        message, payload = opened
         error = error_type(
             f"task {message.task}[{message.id}]: worker {consumer} "
             + ("passed the hard time limit" if outcome is Outcome.TIME_LIMIT else "died")

@@ -6,7 +6,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .errors import ResultNotFound, SerializationError, TaskFailed
+from .errors import MessageError, ResultNotFound, SerializationError, TaskFailed, safe_str
 from .message import dump_value, load_value, seal, unseal
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def failure_record(
         "status": status,
         "done": time.time(),
         "exc_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "exc_message": str(exc),
+        "exc_message": safe_str(exc),
         "traceback": "".join(traceback.format_exception(exc)),
     }
     try:
@@ -58,10 +58,13 @@ class AsyncResult(Generic[R]):
         return f"<AsyncResult {self.id} {self.status}>"
 
     def _load(self) -> tuple[dict[str, Any], bytes] | None:
-        data = self.app.broker.load_result(self.id)
-        if data is None:
-            return None
-        return unseal(data, self.app.key)
+        """The verified header and payload, or None; ``MessageError`` naming the
+        task for a stored result that is not a whole signed file of ours."""
+        try:
+            data = self.app.broker.load_result(self.id)
+            return None if data is None else unseal(data, self.app.key)
+        except MessageError as exc:
+            raise type(exc)(f"stored result of task {self.id}: {exc}") from None
 
     @property
     def status(self) -> str:
@@ -99,11 +102,12 @@ class AsyncResult(Generic[R]):
 
     @property
     def result(self) -> Any:
-        """The value (or exception) if ready, else None; never raises."""
-        loaded = self._load()
-        if loaded is None or loaded[0]["status"] not in READY_STATES:
-            return None
+        """The value (or exception) if ready, else None; never raises: a stored
+        result that cannot be read or trusted gives the error saying why."""
         try:
+            loaded = self._load()
+            if loaded is None or loaded[0]["status"] not in READY_STATES:
+                return None
             return self._outcome(*loaded)
         except Exception as exc:
             return exc

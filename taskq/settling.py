@@ -6,6 +6,7 @@ supervisor for attempts that ended with the process (killed, timed out).
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from collections.abc import Mapping
@@ -13,9 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .brokers.base import Broker, Delivery
-from .message import Message, encode
+from .errors import BadSignature, MessageError, UnsafeEntry, describe_error, safe_str
+from .message import Message, decode, encode
 from .policy import Ack, Dead, Decision, Outcome, RetryAt
 from .results import RETRY, failure_record, success_record
+
+log = logging.getLogger("taskq.worker")
 
 
 class Settler:
@@ -69,6 +73,27 @@ class Settler:
                 delivery, dead_record(delivery, message, decision.reason, error, attempts)
             )
 
+    def open(self, delivery: Delivery) -> tuple[Message, bytes] | None:
+        """Verify and parse a delivery: its envelope and (still pickled) payload.
+
+        One that cannot be trusted or understood is dead-lettered here, never
+        unpickled: ``unsafe`` (not a regular file: quarantined unread),
+        ``bad-signature`` or ``undecodable``; then None.
+        """
+        if delivery.unsafe:
+            log.error("Entry %s is not a message file: quarantined", delivery.name)
+            self.reject(delivery, "unsafe-entry", UnsafeEntry(delivery.unsafe))
+            return None
+        try:
+            return decode(delivery.data, self.key)
+        except BadSignature as exc:
+            log.error("Message %s has a bad signature: dead-lettered unopened", delivery.name)
+            self.reject(delivery, "bad-signature", exc)
+        except MessageError as exc:
+            log.error("Message %s cannot be decoded (%s): dead-lettered", delivery.name, exc)
+            self.reject(delivery, "undecodable", exc)
+        return None
+
     def reject(self, delivery: Delivery, reason: str, error: BaseException) -> None:
         """Dead-letter a message that cannot be trusted or understood (never unpickled)."""
         self.broker.dead_letter(delivery, dead_record(delivery, None, reason, error, ()))
@@ -78,7 +103,7 @@ class Settler:
             "at": _iso(time.time()),
             "worker": self.worker,
             "outcome": outcome.value,
-            "error": f"{type(error).__name__}: {error}",
+            "error": describe_error(error),
         }
 
 
@@ -98,7 +123,7 @@ def dead_record(
         "reason": reason,
         "died_at": _iso(time.time()),
         "exc_type": type(error).__name__,
-        "exc_message": str(error),
+        "exc_message": safe_str(error),
         "traceback": "".join(traceback.format_exception(error)),
     }
     if message is not None:

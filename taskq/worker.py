@@ -16,20 +16,20 @@ import time
 import traceback
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from .brokers.base import Broker, Consumer, Delivery
 from .config import Settings
 from .errors import (
-    BadSignature,
-    MessageError,
+    DiskFull,
     Retry,
     SerializationError,
     SoftTimeLimitExceeded,
     TaskExpired,
     TaskNotFound,
+    describe_error,
 )
-from .message import Message, decode, load_value
+from .message import Message, load_value
 from .policy import Dead, Decision, Outcome, RetryAt, is_expired, settle
 from .settling import Settler
 from .slots import Slot
@@ -56,30 +56,24 @@ class Worker:
         while not self.stopping and should_continue():
             delivery = self.consumer.claim(timeout=1.0)
             if delivery is not None and not self.stopping:
-                self.process(delivery)
+                try:
+                    self.process(delivery)
+                except _Unsettled:
+                    return  # the supervisor gives the claim back once this process exits
             elif delivery is not None:
                 self.broker.requeue(delivery)  # claimed as a stop came in: not started
 
     def process(self, delivery: Delivery) -> None:
-        try:
-            message, payload = decode(delivery.data, self.key)
-        except BadSignature as exc:
-            log.error("Message %s has a bad signature: dead-lettered unopened", delivery.name)
-            self.settler.reject(delivery, "bad-signature", exc)
+        opened = self._settled(lambda: self.settler.open(delivery))
+        if opened is None:
             return
-        except MessageError as exc:
-            log.error("Message %s cannot be decoded (%s): dead-lettered", delivery.name, exc)
-            self.settler.reject(delivery, "undecodable", exc)
-            return
+        message, payload = opened
         if is_expired(message, time.time()):
             self.slot.count_expired()
-            self.settler.expired(
-                delivery,
-                message,
-                TaskExpired(
-                    f"task {message.task}[{message.id}] expired before a worker could start it"
-                ),
+            expired = TaskExpired(
+                f"task {message.task}[{message.id}] expired before a worker could start it"
             )
+            self._settled(lambda: self.settler.expired(delivery, message, expired))
             log.warning(
                 "Task %s[%s] expired before it could run: dropped", message.task, message.id
             )
@@ -105,7 +99,11 @@ class Worker:
         self, delivery: Delivery, message: Message, payload: bytes, reason: str, error: Exception
     ) -> None:
         log.error("Task %s[%s] dead-lettered (%s): %s", message.task, message.id, reason, error)
-        self.settler.apply(delivery, message, payload, Dead(reason), Outcome.FAILED_FINAL, error)
+        self._settled(
+            lambda: self.settler.apply(
+                delivery, message, payload, Dead(reason), Outcome.FAILED_FINAL, error
+            )
+        )
 
     def _run(
         self,
@@ -126,7 +124,7 @@ class Worker:
         elapsed_ms = (time.time() - started) * 1000
         if outcome is Outcome.SUCCEEDED:
             try:
-                self.settler.succeeded(delivery, message, value)
+                self._settled(lambda: self.settler.succeeded(delivery, message, value))
             except SerializationError as exc:
                 # Running it again would return the same value: fail it for good.
                 outcome, value = Outcome.FAILED_FINAL, exc
@@ -140,8 +138,42 @@ class Worker:
             )
             return
         decision = settle(message, outcome, time.time(), countdown)
-        self.settler.apply(delivery, message, payload, decision, outcome, value)
+        self._settled(
+            lambda: self.settler.apply(delivery, message, payload, decision, outcome, value)
+        )
         describe(message, decision, value, elapsed_ms)
+
+    def _settled(self, step: Callable[[], _T]) -> _T:
+        """Run a settling step until it works: the attempt is over, and its outcome
+        must not be lost to a full disk (nor the message re-run for it).
+
+        Meanwhile the message stays claimed. A stop gives up (``_Unsettled``):
+        the supervisor puts the claim back in ready/, to run again (at least once).
+        """
+        pause, failing = _SETTLE_PAUSE, False
+        while True:
+            try:
+                result = step()
+            except (OSError, DiskFull) as exc:
+                if not failing:
+                    log.error("Cannot settle a message (%s): trying again until it works", exc)
+                failing = True
+                if self.stopping:
+                    raise _Unsettled from exc
+                time.sleep(pause)
+                pause = min(pause * 2, _SETTLE_PAUSE_MAX)
+                continue
+            if failing:
+                log.warning("Settled the message after all: writing works again")
+            return result
+
+
+_T = TypeVar("_T")
+_SETTLE_PAUSE, _SETTLE_PAUSE_MAX = 0.1, 5.0  # seconds between tries while settling fails
+
+
+class _Unsettled(Exception):
+    """A stop came while an outcome could not be written: the message stays claimed."""
 
 
 def describe(
@@ -151,22 +183,17 @@ def describe(
     what = f"Task {message.task}[{message.id}]"
     if isinstance(decision, RetryAt):
         log.warning(
-            "%s failed%s (%s: %s): retry in %.2f s (attempt %d/%d)",
+            "%s failed%s (%s): retry in %.2f s (attempt %d/%d)",
             what,
             "" if elapsed_ms is None else f" in {elapsed_ms:.1f} ms",
-            type(error).__name__,
-            error,
+            describe_error(error),
             decision.delay,
             message.retries + 2,
             message.max_retries + 1,
         )
     elif isinstance(decision, Dead):
         log.error(
-            "%s failed (%s: %s): dead-lettered (%s)",
-            what,
-            type(error).__name__,
-            error,
-            decision.reason,
+            "%s failed (%s): dead-lettered (%s)", what, describe_error(error), decision.reason
         )
 
 

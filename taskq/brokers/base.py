@@ -16,7 +16,7 @@ States a message goes through::
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..message import Message
@@ -24,12 +24,18 @@ from ..message import Message
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """A claimed message: where it is and its raw (still signed) bytes."""
+    """A claimed message: where it is and its raw (still signed) bytes.
+
+    ``unsafe`` says why an entry could not be read at all (a folder, FIFO,
+    device or symbolic link where a message file should be): ``data`` is empty
+    then, and the entry is to be quarantined, not opened.
+    """
 
     queue: str
     name: str
     data: bytes
     consumer: str
+    unsafe: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +45,6 @@ class DeadLetter:
     queue: str
     name: str
     record: Mapping[str, Any]
-    data: bytes = field(repr=False, default=b"")
 
     @property
     def id(self) -> str:
@@ -113,7 +118,10 @@ class Broker(Protocol):
         """Messages per state, per queue."""
 
     def dead_letters(self, queue: str | None = None) -> list[DeadLetter]:
-        """Dead messages with their records, oldest first."""
+        """Dead messages with their records, oldest first (the messages are not read)."""
+
+    def dead_message(self, letter: DeadLetter) -> bytes:
+        """The dead message's signed bytes, read only when asked (listing reads records)."""
 
     def remove_dead(self, letter: DeadLetter) -> None:
         """Forget one dead message (after it was retried or purged)."""

@@ -9,15 +9,15 @@ the depth of the queue.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import heapq
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import UnsafeEntry
 from .base import Delivery
-from .fs import read_file
+from .fs import hold_lock, read_signed, release_lock
 from .wakeup import Waiter, watch
 
 _LOCK = ".lock"
@@ -107,9 +107,9 @@ class FileConsumer:
                     os.rename(os.path.join(queue.ready, name), target)
                 except FileNotFoundError:
                     continue  # another consumer won it
-                data = read_file(target)
-                if data is not None:
-                    return Delivery(queue.name, name, data, self.name)
+                delivery = read_claimed(queue.name, target, name, self.name)
+                if delivery is not None:
+                    return delivery
         return None
 
     def wake(self) -> None:
@@ -119,8 +119,22 @@ class FileConsumer:
         self._waiter.close()
         for fd in self._lock_fds:
             with contextlib.suppress(OSError):
-                os.close(fd)
+                release_lock(fd)
         self._lock_fds = []
+
+
+def read_claimed(queue: str, path: str, name: str, consumer: str) -> Delivery | None:
+    """The claimed entry at ``path`` as a delivery (None if it is gone).
+
+    Anything but a regular file is claimed all the same (a rename moves any
+    entry) and comes back marked ``unsafe``, unread, for the worker to
+    quarantine in dead/ with the reason.
+    """
+    try:
+        data = read_signed(path)
+    except UnsafeEntry as exc:
+        return Delivery(queue, name, b"", consumer, unsafe=str(exc))
+    return None if data is None else Delivery(queue, name, data, consumer)
 
 
 def _register(claimed_root: Path, name: str) -> int:
@@ -128,14 +142,13 @@ def _register(claimed_root: Path, name: str) -> int:
 
     The folder is prepared under a dotted name and renamed into place only
     once locked, so a sweeper never mistakes a consumer being born for a dead one.
-    The kernel drops the flock when the process dies, even on SIGKILL.
+    The kernel drops the lock when the process dies, even on SIGKILL.
     """
     final = claimed_root / name
     if final.exists():
         raise FileExistsError(f"consumer {name} already exists in {claimed_root}")
     staging = claimed_root / f".new-{name}"
     staging.mkdir(mode=0o700)
-    fd = os.open(staging / _LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fd = hold_lock(staging / _LOCK)
     os.rename(staging, final)
     return fd

@@ -6,7 +6,7 @@ Layout under the root (created 0700)::
     queues/<q>/tmp/                   being written; never read by consumers
     queues/<q>/ready/                 visible; names sort in delivery order
     queues/<q>/scheduled/             names start with the ETA
-    queues/<q>/claimed/<consumer>/    one folder per live consumer, with a flocked .lock
+    queues/<q>/claimed/<consumer>/    one folder per live consumer, with a locked .lock
     queues/<q>/dead/                  dead messages, each beside <name>.json saying why
     results/<id>                      signed results
 
@@ -16,14 +16,18 @@ state and readers never see it half written.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import itertools
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from ..errors import DiskFull, TaskqError
 from ..message import (
     Message,
     eta_of,
@@ -33,14 +37,17 @@ from ..message import (
     validate_queue,
 )
 from .base import DeadLetter, Delivery, QueueCounts
-from .consumer import FileConsumer
+from .consumer import FileConsumer, read_claimed
 from .file_stores import FileStores
 from .fs import (
     fsync_dir,
+    full_disk,
     link_new,
     lock_is_free,
     prepare_root,
     read_file,
+    read_signed,
+    release_lock,
     remove_older,
     sync_files,
     try_lock,
@@ -114,9 +121,12 @@ class FileBroker(FileStores):
     def publish(self, message: Message, data: bytes) -> None:
         qdir = self.queue_dir(message.queue)
         state, name = self._target(message)
-        self._place(qdir, state, name, data)
-        if self.durable:
-            fsync_dir(qdir / state)
+        try:
+            self._place(qdir, state, name, data)
+            if self.durable:
+                fsync_dir(qdir / state)
+        except OSError as exc:
+            _raise_full_disk(exc, qdir / state)
 
     def _place(self, qdir: Path, state: str, name: str, data: bytes) -> None:
         # The message appears in its folder whole or not at all: a recycled spare
@@ -144,34 +154,54 @@ class FileBroker(FileStores):
             # mtime looked like litter): write a new one.
             tmp = f"{qdir}/tmp/{new_id()}"
             write_new(tmp, data, self.durable)
-            os.rename(tmp, f"{qdir}/{target}")
+            self._into_view(tmp, qdir, target, data)
+        except OSError:
+            # The folder cannot take another name (a full disk): nothing is visible.
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     def publish_many(self, items: Iterable[tuple[Message, bytes]]) -> int:
-        count = 0
-        for batch in _chunks(items):
-            count += self._publish_batch(batch)
-        return count
+        published: list[int] = [0]  # counted as messages become visible, for the error
+        try:
+            for batch in _chunks(items):
+                self._publish_batch(batch, published)
+        except OSError as exc:
+            full = full_disk(exc, self.root / "queues")
+            if full is None:
+                raise
+            raise DiskFull(
+                f"{full} ({published[0]} message(s) of this batch were enqueued before it)"
+            ) from exc
+        return published[0]
 
-    def _publish_batch(self, batch: Sequence[tuple[Message, bytes]]) -> int:
+    def _publish_batch(self, batch: Sequence[tuple[Message, bytes]], published: list[int]) -> None:
         if not self.durable:
             for message, data in batch:
                 self._place(self.queue_dir(message.queue), *self._target(message), data)
-            return len(batch)
+                published[0] += 1
+            return
         # Durable: write every file, make them all durable with one flush, then
         # rename them into view and flush each target folder once. One flush a
         # batch instead of two fsyncs a message.
-        staged = []
-        for message, data in batch:
-            qdir = self.queue_dir(message.queue)
-            staged.append((self._write_tmp(qdir, data, False), qdir, self._target(message)))
-        sync_files(self.root, [tmp for tmp, _, _ in staged])
+        staged: list[tuple[str, Path, tuple[str, str]]] = []
+        try:
+            for message, data in batch:
+                qdir = self.queue_dir(message.queue)
+                staged.append((self._write_tmp(qdir, data, False), qdir, self._target(message)))
+            sync_files(self.root, [tmp for tmp, _, _ in staged])
+        except BaseException:
+            for tmp, _, _ in staged:  # none of this batch is visible yet: leave none behind
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise
         touched = set()
         for (_, data), (tmp, qdir, (state, name)) in zip(batch, staged, strict=True):
             self._into_view(tmp, qdir, f"{state}/{name}", data)
             touched.add(qdir / state)
         for folder in touched:
             fsync_dir(folder)
-        return len(staged)
+        published[0] += len(staged)
 
     # -- consuming and settling ----------------------------------------------
 
@@ -215,12 +245,20 @@ class FileBroker(FileStores):
             if seen is not None and seen[0] == mtime and now < seen[1]:
                 continue
             next_eta = float("inf")
-            for name in sorted(os.listdir(scheduled)):
-                if eta_of(name) > now:
-                    next_eta = eta_of(name)
+            names = sorted(os.listdir(scheduled))
+            # Names taskq makes start with digits; one starting past "9" is not ours
+            # and would sort after every future ETA: look at those too.
+            foreign = names[bisect.bisect_left(names, ":") :]
+            for name in itertools.chain(foreign, names):
+                eta = eta_of(name)
+                if eta > now:
+                    next_eta = eta
                     break
+                # A name that is not ours has no ETA (-1): it goes to ready/ as it is,
+                # where a worker quarantines it like any bad entry.
                 with contextlib.suppress(FileNotFoundError):
-                    os.rename(scheduled / name, scheduled.parent / "ready" / ready_name_of(name))
+                    ready_name = ready_name_of(name) if eta >= 0 else name
+                    os.rename(scheduled / name, scheduled.parent / "ready" / ready_name)
                     moved += 1
             # A directory's mtime ticks coarsely (a few ms): a name added in the tick
             # of this listing leaves it unchanged. Remember the listing only if the
@@ -247,7 +285,8 @@ class FileBroker(FileStores):
                     # its lock may not be taken yet, and it holds no claims.
                     if entry.name.startswith("."):
                         continue
-                    if entry.is_dir() and lock_is_free(Path(entry.path) / _LOCK):
+                    folder = entry.is_dir(follow_symlinks=False)
+                    if folder and lock_is_free(Path(entry.path) / _LOCK):
                         names.add(entry.name)
         return sorted(names)
 
@@ -260,14 +299,14 @@ class FileBroker(FileStores):
             fd = try_lock(folder / _LOCK)
             if fd is None:
                 for held in fds:
-                    os.close(held)
+                    release_lock(held)
                 return None
             fds.append(fd)
             for entry in sorted(os.listdir(folder)):
                 if entry != _LOCK:
-                    data = read_file(str(folder / entry))
-                    if data is not None:
-                        deliveries.append(Delivery(queue, entry, data, consumer))
+                    delivery = read_claimed(queue, str(folder / entry), entry, consumer)
+                    if delivery is not None:
+                        deliveries.append(delivery)
         self._recovering[consumer] = fds
         return deliveries
 
@@ -278,7 +317,7 @@ class FileBroker(FileStores):
             with contextlib.suppress(OSError):
                 folder.rmdir()
         for fd in self._recovering.pop(consumer, []):
-            os.close(fd)
+            release_lock(fd)
 
     # -- inspection and maintenance ------------------------------------------
 
@@ -302,22 +341,28 @@ class FileBroker(FileStores):
         letters = []
         for q in [queue] if queue else self.queues():
             dead = self.queue_dir(q) / "dead"
-            for record_name in sorted(os.listdir(dead)):
-                if not record_name.endswith(".json"):
-                    continue
+            names = set(os.listdir(dead))
+            for record_name in names:
                 name = record_name.removesuffix(".json")
-                data = read_file(str(dead / name))
-                if data is None:
-                    continue  # its record is written first: the message is on its way
-                record = json.loads((dead / record_name).read_bytes())
-                letters.append(DeadLetter(q, name, record, data))
-        return sorted(letters, key=lambda d: str(d.record.get("died_at", "")))
+                # Its record is written first: a record alone is a message on its way.
+                if record_name.endswith(".json") and name in names:
+                    letters.append(DeadLetter(q, name, _read_record(dead / record_name)))
+        return sorted(letters, key=lambda d: (str(d.record.get("died_at", "")), d.name))
+
+    def dead_message(self, letter: DeadLetter) -> bytes:
+        data = read_signed(str(self.queue_dir(letter.queue) / "dead" / letter.name))
+        if data is None:
+            raise TaskqError(f"dead message {letter.id} is gone (retried or purged meanwhile)")
+        return data
 
     def remove_dead(self, letter: DeadLetter) -> None:
         dead = self.queue_dir(letter.queue) / "dead"
         for path in (dead / letter.name, dead / f"{letter.name}.json"):
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)  # a folder quarantined from ready/
+                else:
+                    path.unlink()
 
     def purge(self, queue: str) -> int:
         qdir = self.queue_dir(validate_queue(queue))
@@ -345,6 +390,25 @@ class FileBroker(FileStores):
         removed = sum(remove_older(self.queue_dir(q) / "tmp", older_than) for q in self.queues())
         removed += self.spares.tidy(time.time() - UNUSED_FOR)
         return removed + remove_older(self._results, older_than, only_prefix=".")
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """A dead letter's record; one that cannot be read says so instead of failing
+    the whole listing."""
+    try:
+        record = json.loads(read_file(str(path), limit=1 << 24) or b"{}")
+    except (TaskqError, ValueError) as exc:
+        return {"reason": "unreadable-record", "exc_message": f"{path.name}: {exc}"}
+    if not isinstance(record, dict):
+        return {"reason": "unreadable-record", "exc_message": f"{path.name}: not a JSON object"}
+    return record
+
+
+def _raise_full_disk(exc: OSError, where: Path) -> NoReturn:
+    full = full_disk(exc, where)
+    if full is None:
+        raise exc
+    raise full from exc
 
 
 def _chunks(items: Iterable[tuple[Message, bytes]]) -> Iterator[list[tuple[Message, bytes]]]:

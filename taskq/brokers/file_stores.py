@@ -4,7 +4,6 @@ the registry of live supervisors that ``taskq status`` reads."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 from collections.abc import Mapping
@@ -13,7 +12,15 @@ from typing import Any
 
 from ..errors import BrokerError
 from ..message import new_id, validate_task_id
-from .fs import lock_is_free, read_file, remove_older, write_new
+from .fs import (
+    hold_lock,
+    lock_is_free,
+    read_file,
+    read_signed,
+    release_lock,
+    remove_older,
+    write_new,
+)
 
 
 class FileStores:
@@ -26,9 +33,7 @@ class FileStores:
     def register_worker(self, name: str) -> None:
         folder = self.root / "workers"
         folder.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._worker_locks[name] = fd
+        self._worker_locks[name] = hold_lock(folder / f"{name}.lock")
 
     def publish_worker_state(self, name: str, state: Mapping[str, Any]) -> None:
         folder = self.root / "workers"
@@ -43,7 +48,7 @@ class FileStores:
                 path.unlink()
         fd = self._worker_locks.pop(name, None)
         if fd is not None:
-            os.close(fd)
+            release_lock(fd)
 
     def worker_states(self) -> list[dict[str, Any]]:
         states = []
@@ -63,7 +68,7 @@ class FileStores:
 
     def load_result(self, task_id: str) -> bytes | None:
         validate_task_id(task_id)
-        return read_file(str(self._results / task_id))
+        return read_signed(str(self._results / task_id))
 
     def delete_result(self, task_id: str) -> None:
         validate_task_id(task_id)

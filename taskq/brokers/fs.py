@@ -14,31 +14,133 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import BrokerError
+from ..errors import BrokerError, DiskFull, UnsafeEntry
+
+# Opening never follows a symbolic link and never blocks (a FIFO would hang a
+# blocking open forever); fstat then says whether it is a regular file at all.
+_OPEN_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+_SIGNED_PREFIX = 7  # b"TQ1" + the body length (see message.py)
+_SMALL = 1 << 16  # files up to this size are read with one call
 
 
-def read_file(path: str) -> bytes | None:
-    """The whole file, or None if it is gone."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+def read_file(path: str, limit: int = 1 << 26) -> bytes | None:
+    """The whole regular file at ``path``, or None if it is gone.
+
+    Raises ``UnsafeEntry`` for anything else (a folder, FIFO, device, socket,
+    symbolic link) and for a file over ``limit`` bytes, without reading it.
+    """
+    fd = _open_regular(path)
+    if fd is None:
         return None
     try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
+        size = os.fstat(fd).st_size
+        if size > limit:
+            raise UnsafeEntry(f"{path} holds {size} bytes, more than the {limit} expected")
+        return _read_upto(fd, size)
     finally:
         os.close(fd)
 
 
+def read_signed(path: str) -> bytes | None:
+    """A signed message or result file, reading no more than its header declares.
+
+    Like ``read_file``; the length in the prefix bounds the read, so a file far
+    longer than it claims costs nothing (``message.unseal`` then judges it).
+    """
+    fd = _open_regular(path)
+    if fd is None:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        if size <= _SMALL:
+            return _read_upto(fd, size)
+        prefix = _read_upto(fd, _SIGNED_PREFIX)
+        if len(prefix) < _SIGNED_PREFIX or not prefix.startswith(b"TQ1"):
+            return prefix  # not ours: the prefix is enough to say so
+        declared = int.from_bytes(prefix[3:], "big") + 39  # + magic, length, HMAC
+        return prefix + _read_upto(fd, min(size, declared) - _SIGNED_PREFIX)
+    finally:
+        os.close(fd)
+
+
+def _open_regular(path: str) -> int | None:
+    try:
+        fd = os.open(path, _OPEN_READ)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeEntry(f"{path} is a symbolic link: not followed") from None
+        if exc.errno == errno.ENXIO:  # a socket (or a FIFO with no writer on some systems)
+            raise UnsafeEntry(f"{path} is not a regular file") from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise UnsafeEntry(f"{path} is {kind}, not a regular file: not read")
+    return fd
+
+
+def _read_upto(fd: int, size: int) -> bytes:
+    chunks = []
+    while size > 0 and (chunk := os.read(fd, size)):
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def write_all(fd: int, data: bytes, path: str | Path) -> None:
+    """Write all of ``data`` or raise: a full disk shows as a short write first,
+    then ENOSPC, and a short write unchecked leaves a truncated file."""
+    try:
+        written = os.write(fd, data)
+        if written == len(data):
+            return
+        view = memoryview(data)[written:]
+        while view:
+            written = os.write(fd, view)
+            if written == 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            view = view[written:]
+    except OSError as exc:
+        full = full_disk(exc, path)
+        if full is None:
+            raise
+        raise full from exc
+
+
+def full_disk(exc: OSError, path: str | Path) -> DiskFull | None:
+    """``DiskFull`` (saying where) if ``exc`` means a full disk or quota."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    return DiskFull(
+        f"no space left on the broker's filesystem writing {path} "
+        f"({exc.strerror}): nothing was written; free some space and try again"
+    )
+
+
 def write_new(path: str | Path, data: bytes, sync: bool = False) -> None:
-    """Create ``path`` (it must not exist) holding ``data``; fsync it if ``sync``."""
+    """Create ``path`` (it must not exist) holding ``data``; fsync it if ``sync``.
+
+    All or nothing: if the write fails (a full disk), the file is removed.
+    """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, data)
+        write_all(fd, data, path)
         if sync:
             os.fsync(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
     finally:
         os.close(fd)
 
@@ -69,7 +171,7 @@ def link_new(folder: str, target: str, data: bytes, sync: bool = False) -> bool:
             return False
         raise
     try:
-        os.write(fd, data)
+        write_all(fd, data, target)  # on failure the nameless file vanishes with its fd
         if sync:
             os.fsync(fd)
         # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N names the open file. os.link
@@ -117,15 +219,33 @@ def prepare_root(root: Path) -> None:
         )
 
 
+# Liveness locks are flock(2)s, which belong to the open file: a fork shares
+# them, so a task's forked grandchild that outlives its worker would keep the
+# worker "alive" and its claims stuck. Every lock fd this process holds is
+# closed in a forked child (at-fork hook); close-on-exec covers exec.
+_held: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    for fd in _held:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 def lock_is_free(path: Path) -> bool:
     fd = try_lock(path)
     if fd is None:
         return False
-    os.close(fd)
+    release_lock(fd)
     return True
 
 
 def try_lock(path: Path) -> int | None:
+    """Take the liveness lock at ``path`` without waiting: its fd, or None if held."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -135,7 +255,26 @@ def try_lock(path: Path) -> int | None:
     except BlockingIOError:
         os.close(fd)
         return None
+    _held.add(fd)
     return fd
+
+
+def hold_lock(path: Path) -> int:
+    """Create ``path`` if needed and take its lock for as long as this process
+    holds the fd (the kernel drops it when the process dies, even on SIGKILL)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
+    _held.add(fd)
+    return fd
+
+
+def release_lock(fd: int) -> None:
+    _held.discard(fd)
+    os.close(fd)
 
 
 def fsync_dir(path: Path) -> None:

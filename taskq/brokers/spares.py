@@ -16,8 +16,11 @@ import time
 from pathlib import Path
 
 from ..message import new_id
+from .fs import write_all
 
 _RELIST_EVERY = 1.0  # seconds between listings of an empty spare/ folder
+# Never follow a link or block on a FIFO that someone left in spare/.
+_OPEN_SPARE = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 KEEP = 50_000  # spares kept at most (~200 MB of 4 KiB blocks); the supervisor trims the rest
 UNUSED_FOR = 3600.0  # seconds after which an unused spare is deleted
 
@@ -44,14 +47,21 @@ class SparePool:
                 os.rename(f"{self._path}/{name}", target)
                 # Until the write below, the file keeps its old mtime, and the tmp/
                 # sweep may take it for a crashed writer's litter and delete it.
-                fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+                fd = os.open(target, _OPEN_SPARE)
             except FileNotFoundError:
                 continue  # another producer (or the sweep) took it
+            except OSError:
+                continue  # not a file we made (a folder, a link): left in tmp/, never read
             try:
-                os.write(fd, data)
+                write_all(fd, data, target)
                 os.ftruncate(fd, len(data))  # shrinking within the block frees nothing
                 if sync:
                     os.fsync(fd)
+            except BaseException:
+                # A half-rewritten spare is neither a message nor a spare: drop it.
+                with contextlib.suppress(OSError):
+                    os.unlink(target)
+                raise
             finally:
                 os.close(fd)
             return target

@@ -29,7 +29,7 @@ from taskq.brokers.base import Delivery, QueueCounts
 from taskq.brokers.consumer import FileConsumer
 from taskq.brokers.file import FileBroker
 from taskq.brokers.wakeup import InotifyWatcher, WatchdogWatcher
-from taskq.errors import BrokerError
+from taskq.errors import BrokerError, DiskFull
 from taskq.message import Message, decode, dump_call, encode, new_id
 
 KEY = b"k" * 32
@@ -240,7 +240,7 @@ def test_durable_publish_many_renames_into_ready_only_after_every_file_is_writte
 
 
 def publish_failing_halfway(broker: FileBroker, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A publish whose write stops halfway, as a writer that crashes or fills the disk."""
+    """A publish whose write stops halfway on a full disk: a short write, then ENOSPC."""
     real_write = os.write
 
     def crash_halfway(fd: int, data: Any) -> int:
@@ -248,38 +248,51 @@ def publish_failing_halfway(broker: FileBroker, monkeypatch: pytest.MonkeyPatch)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(file_module.os, "write", crash_halfway)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(DiskFull, match="no space left on the broker's filesystem"):
         publish(broker)
     monkeypatch.undo()
 
 
-def test_crashed_nameless_writer_leaves_nothing(
-    broker: FileBroker, open_consumer: OpenConsumer, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("nameless", WRITE_PATHS)
+def test_publish_on_a_full_disk_raises_and_leaves_nothing(
+    broker: FileBroker, open_consumer: OpenConsumer, monkeypatch: pytest.MonkeyPatch, nameless: bool
 ) -> None:
+    broker._nameless = nameless
     consumer = open_consumer()
     publish_failing_halfway(broker, monkeypatch)
 
-    assert broker._nameless  # a full disk is no reason to stop linking
+    assert broker._nameless is nameless  # a full disk is no reason to stop linking
     assert listing(broker, "tmp") == []
     assert listing(broker, "ready") == []
     assert consumer.claim(timeout=0.1) is None
 
 
-def test_crashed_tmp_writer_leaves_only_tmp_litter_that_is_never_claimed_and_is_swept(
+def test_a_half_rewritten_spare_on_a_full_disk_is_dropped(
     broker: FileBroker, open_consumer: OpenConsumer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    broker._nameless = False
+    (broker.root / "spare" / "old").write_bytes(b"x" * 100)
     consumer = open_consumer()
     publish_failing_halfway(broker, monkeypatch)
 
-    [litter] = listing(broker, "tmp")
+    assert os.listdir(broker.root / "spare") == []
+    assert listing(broker, "tmp") == []
     assert listing(broker, "ready") == []
+    assert consumer.claim(timeout=0.1) is None
+
+
+def test_crashed_tmp_writer_litter_is_never_claimed_and_is_swept(
+    broker: FileBroker, open_consumer: OpenConsumer
+) -> None:
+    consumer = open_consumer()
+    litter = broker.queue_dir("default") / "tmp" / "crashed-writer"
+    litter.write_bytes(b"TQ1 half a message")
+
     assert consumer.claim(timeout=0.1) is None
     # A writer may still be busy with a fresh tmp file: only old litter goes.
     assert broker.sweep_tmp(older_than=time.time() - 60) == 0
-    assert listing(broker, "tmp") == [litter]
+    assert listing(broker, "tmp") == ["crashed-writer"]
     hour_ago = time.time() - 3600
-    os.utime(broker.root / "queues" / "default" / "tmp" / litter, (hour_ago, hour_ago))
+    os.utime(litter, (hour_ago, hour_ago))
     assert broker.sweep_tmp(older_than=time.time() - 60) == 1
     assert listing(broker, "tmp") == []
 
@@ -743,7 +756,7 @@ def test_message_with_a_bad_signature_is_dead_lettered_unopened(
     assert not marker.exists()
     [letter] = broker.dead_letters()
     assert letter.record["reason"] == "bad-signature"
-    assert letter.data == forged
+    assert broker.dead_message(letter) == forged
     assert listing(broker, "claimed/c1") == [".lock"]
 
 
@@ -904,12 +917,8 @@ def test_dead_letter_keeps_the_message_beside_a_readable_record(
     record = json.loads((broker.root / "queues/default/dead" / f"{message.name}.json").read_text())
     assert record == {"id": message.id, "reason": "failed", "died_at": "2024"}
     [letter] = broker.dead_letters("default")
-    assert (letter.queue, letter.name, letter.id, letter.data) == (
-        "default",
-        message.name,
-        message.id,
-        data,
-    )
+    assert (letter.queue, letter.name, letter.id) == ("default", message.name, message.id)
+    assert broker.dead_message(letter) == data
     assert letter.record["reason"] == "failed"
 
 
