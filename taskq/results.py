@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import MessageError, ResultNotFound, SerializationError, TaskFailed, safe_str
@@ -87,16 +88,25 @@ class AsyncResult(Generic[R]):
         """Wait for the task: its return value, or its exception raised here.
 
         The exception carries the worker's traceback as a note (and as
-        ``remote_traceback``); ``TimeoutError`` if nothing came in ``timeout`` s.
+        ``remote_traceback``); ``TimeoutError`` if nothing came in ``timeout`` s;
+        ``ResultNotFound`` once the broker has neither a result nor a message
+        with this id (twice, a while apart), rather than waiting forever.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.001
+        unknown = _Unknown()
         while True:
             loaded = self._load()
             if loaded is not None and loaded[0]["status"] in READY_STATES:
                 return self._outcome(*loaded)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"task {self.id} did not finish within {timeout} s")
+            if loaded is None and unknown.confirmed(lambda: self.app.broker.find(self.id)):
+                raise ResultNotFound(
+                    f"task {self.id} is unknown to broker {self.app.settings.broker}: no "
+                    "result and no message with this id (never sent here, its result "
+                    "expired after result_expires, or it ran with ignore_result)"
+                )
             time.sleep(pause)
             pause = min(pause * 2, interval)
 
@@ -125,6 +135,26 @@ class AsyncResult(Generic[R]):
     def forget(self) -> None:
         """Delete the stored result now (otherwise it expires after ``result_expires``)."""
         self.app.broker.delete_result(self.id)
+
+
+class _Unknown:
+    """Whether a task id is unknown to the broker, asked rarely: a listing of every
+    queue costs time, and one listing can miss a message being moved between
+    folders, so it takes two misses a while apart."""
+
+    FIRST, AGAIN = 1.0, 2.0  # seconds of waiting before the first look, between looks
+
+    def __init__(self) -> None:
+        self.look_at = time.monotonic() + self.FIRST
+        self.misses = 0
+
+    def confirmed(self, find: Callable[[], str | None]) -> bool:
+        now = time.monotonic()
+        if now < self.look_at:
+            return False
+        self.misses = self.misses + 1 if find() is None else 0
+        self.look_at = now + self.AGAIN
+        return self.misses >= 2
 
 
 def _rebuild(header: dict[str, Any], payload: bytes) -> BaseException:

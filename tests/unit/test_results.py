@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from taskq import results as results_module
 from taskq.app import App
-from taskq.errors import BadSignature, TaskFailed
+from taskq.errors import BadSignature, ResultNotFound, TaskFailed
 from taskq.message import Message, encode, new_id, seal
 from taskq.results import (
     FAILURE,
@@ -150,6 +151,29 @@ def test_get_with_nothing_stored_times_out(app: App) -> None:
         app.AsyncResult(new_id()).get(timeout=0.2)
 
     assert 0.2 <= time.monotonic() - started < 5
+
+
+def test_get_without_a_timeout_on_an_unknown_id_raises_instead_of_waiting_forever(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(results_module._Unknown, "FIRST", 0.05)
+    monkeypatch.setattr(results_module._Unknown, "AGAIN", 0.05)
+    task_id = new_id()
+
+    with pytest.raises(ResultNotFound, match=f"task {task_id} is unknown to broker"):
+        app.AsyncResult(task_id).get()
+
+
+def test_get_keeps_waiting_for_a_queued_message_nobody_runs_yet(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(results_module._Unknown, "FIRST", 0.05)
+    monkeypatch.setattr(results_module._Unknown, "AGAIN", 0.05)
+    message = Message(new_id(), "t")
+    app.broker.publish(message, encode(message, b"p", app.key))
+
+    with pytest.raises(TimeoutError, match="did not finish"):
+        app.AsyncResult(message.id).get(timeout=0.5)  # known: waits its whole timeout
 
 
 def test_retry_marker_is_not_a_final_result(app: App) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from taskq.app import App
+from taskq.brokers import file as file_module
 from taskq.brokers import fs
 from taskq.brokers.file import FileBroker
 from taskq.errors import MessageError, UnsafeEntry
@@ -193,3 +194,22 @@ def test_a_broken_stored_result_is_an_error_naming_the_task(
     assert re.search(says, str(error))
     with pytest.raises(MessageError, match=says):
         handle.status  # noqa: B018
+
+
+def test_listing_dead_letters_reads_records_not_messages(
+    broker: FileBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = broker.queue_dir("default") / "dead"
+    big = encode(Message("x", "t"), dump_call("t", ["y" * 1_000_000], {}), KEY)
+    (dead / "0-00000000000000001-x").write_bytes(big)
+    (dead / "0-00000000000000001-x.json").write_text('{"id": "x", "reason": "failed"}')
+
+    def no_message_reads(path: str) -> bytes:
+        raise AssertionError(f"read {path} to list dead letters")
+
+    monkeypatch.setattr(file_module, "read_signed", no_message_reads)
+    [letter] = broker.dead_letters()  # `taskq dead list`
+
+    assert (letter.id, letter.record["reason"]) == ("x", "failed")
+    monkeypatch.undo()
+    assert broker.dead_message(letter) == big  # `dead show` and `dead retry` read it
