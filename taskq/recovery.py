@@ -14,6 +14,7 @@ import time
 
 from .brokers.base import Broker
 from .errors import BadSignature, MessageError, TaskqError
+from .keys import Keyring
 from .message import decode
 from .policy import Outcome, settle
 from .settling import Settler
@@ -24,7 +25,7 @@ log = logging.getLogger("taskq.recovery")
 
 def recover_consumer(
     broker: Broker,
-    key: bytes,
+    key: Keyring,
     consumer: str,
     outcome: Outcome | None,
     error_type: type[TaskqError],

@@ -13,13 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .brokers.base import Broker, Delivery
+from .keys import Keyring
 from .message import Message, encode
 from .policy import Ack, Dead, Decision, Outcome, RetryAt
 from .results import RETRY, failure_record, success_record
 
 
 class Settler:
-    def __init__(self, broker: Broker, key: bytes, worker: str) -> None:
+    def __init__(self, broker: Broker, key: Keyring, worker: str) -> None:
         self.broker = broker
         self.key = key
         self.worker = worker
