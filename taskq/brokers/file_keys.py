@@ -166,20 +166,25 @@ def _locked(root: Path) -> Iterator[None]:
 
 def _message_files(root: Path) -> Iterator[Path]:
     """Every message the broker holds: ready, scheduled, claimed and dead."""
-    with contextlib.suppress(FileNotFoundError):
-        for queue in os.scandir(root / "queues"):
-            qdir = Path(queue.path)
-            for state in ("ready", "scheduled", "dead"):
-                with contextlib.suppress(FileNotFoundError):
-                    for name in os.listdir(qdir / state):
-                        if not (state == "dead" and name.endswith(".json")):
-                            yield qdir / state / name
-            with contextlib.suppress(FileNotFoundError):
-                for consumer in os.scandir(qdir / "claimed"):
-                    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                        for name in os.listdir(consumer.path):
-                            if name != ".lock":
-                                yield Path(consumer.path) / name
+    for qdir in _folders(root / "queues"):
+        for state in ("ready", "scheduled", "dead"):
+            for name in _names(qdir / state):
+                if not (state == "dead" and name.endswith(".json")):
+                    yield qdir / state / name
+        for consumer in _folders(qdir / "claimed"):
+            yield from (consumer / name for name in _names(consumer) if name != ".lock")
+
+
+def _folders(path: Path) -> list[Path]:
+    with contextlib.suppress(FileNotFoundError), os.scandir(path) as entries:
+        return [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+    return []
+
+
+def _names(path: Path) -> list[str]:
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        return os.listdir(path)
+    return []
 
 
 def count_messages(root: Path) -> int:
@@ -187,10 +192,8 @@ def count_messages(root: Path) -> int:
 
 
 def _result_files(root: Path) -> Iterator[Path]:
-    with contextlib.suppress(FileNotFoundError):
-        for name in os.listdir(root / "results"):
-            if not name.startswith("."):  # .<id>.<random>.tmp: being written
-                yield root / "results" / name
+    # .<id>.<random>.tmp: being written
+    yield from (root / "results" / n for n in _names(root / "results") if n[:1] != ".")
 
 
 def _needing_old_keys(root: Path, current: bytes, previous: tuple[bytes, ...]) -> tuple[int, int]:

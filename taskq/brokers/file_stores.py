@@ -95,12 +95,13 @@ class FileStores:
         for name in ("queues", "results", "spare", "workers"):
             if os.path.lexists(self.root / name):
                 check_folder(self.root / name, self.trust, self.root)
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self.root / "queues"):
-                if entry.is_dir() or entry.is_symlink():  # a link is refused, not skipped
-                    qdir = Path(entry.path)
-                    for folder in (qdir, *(qdir / state for state in STATES)):
-                        check_folder(folder, self.trust, self.root)
+        queues: list[Path] = []
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.root / "queues") as entries:
+            # A link is refused, not skipped.
+            queues = [Path(e.path) for e in entries if e.is_dir() or e.is_symlink()]
+        for qdir in queues:
+            for folder in (qdir, *(qdir / state for state in STATES)):
+                check_folder(folder, self.trust, self.root)
         # Reads and checks secret and secret.previous (a missing key is made only for
         # an empty broker).
         FileKeys(self.root, self.trust).load()
