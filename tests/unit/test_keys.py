@@ -211,7 +211,7 @@ def test_prune_waits_until_producers_had_time_to_take_the_new_key(broker: FileBr
     broker.keys()
     broker.rotate_key()
 
-    with pytest.raises(BrokerError, match="rotated .* ago"):
+    with pytest.raises(BrokerError, match=r"rotated .* ago"):
         broker.prune_keys()
 
 

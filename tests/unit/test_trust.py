@@ -254,7 +254,7 @@ def test_broker_group_needs_a_umask_that_leaves_the_group_its_files(root: Path) 
     trust = Trust(frozenset({os.geteuid(), 0}), gid=os.getegid(), group="g")
     old = os.umask(0o022)
     try:
-        with pytest.raises(BrokerError, match="umask 0022 .* run it with umask 007"):
+        with pytest.raises(BrokerError, match=r"umask 0022 .* run it with umask 007"):
             FileBroker(root, trust=trust)
     finally:
         os.umask(old)
