@@ -51,6 +51,13 @@ class FileKeys:
         with _locked(self.root):  # two processes starting at once make one key
             return self._keys()
 
+    def check(self) -> None:
+        """Check the key files there are; make none (a running worker keeps the key it
+        read, and a missing one is reported when a new process needs it)."""
+        check_folder(self.root, self.trust, self.root, follow=True)
+        self._read(self.secret)
+        self._read(self.previous)
+
     def _keys(self) -> tuple[bytes, tuple[bytes, ...]]:
         check_folder(self.root, self.trust, self.root, follow=True)
         current = self._read(self.secret)

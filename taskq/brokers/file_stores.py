@@ -102,6 +102,4 @@ class FileStores:
         for qdir in queues:
             for folder in (qdir, *(qdir / state for state in STATES)):
                 check_folder(folder, self.trust, self.root)
-        # Reads and checks secret and secret.previous (a missing key is made only for
-        # an empty broker).
-        FileKeys(self.root, self.trust).load()
+        FileKeys(self.root, self.trust).check()
