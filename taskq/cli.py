@@ -194,7 +194,7 @@ def key() -> None:
 @click.pass_context
 @_errors_as_one_line
 def key_rotate(ctx: click.Context) -> None:
-    """Sign with a new key; messages signed before still verify until `key prune`."""
+    """Sign with a new key; the old one verifies until pruned."""
     settings = _settings(ctx)
     keys.rotate(settings, open_broker(settings))
     click.echo(
@@ -207,7 +207,7 @@ def key_rotate(ctx: click.Context) -> None:
 @click.pass_context
 @_errors_as_one_line
 def key_prune(ctx: click.Context) -> None:
-    """Drop previous keys once no message or result in the broker needs them."""
+    """Drop old keys once nothing in the broker needs them."""
     settings = _settings(ctx)
     dropped = keys.prune(settings, open_broker(settings))
     click.echo(f"dropped {dropped} previous key(s)" if dropped else "no previous key to drop")
