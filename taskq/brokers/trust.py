@@ -265,11 +265,14 @@ class TrustWatch:
         self._next = now + self.every
         try:
             self.broker.check_trust()
+        except OSError as exc:  # a folder we can no longer list is no longer ours
+            self.error = BrokerError(f"cannot check broker {exc.filename}: {exc.strerror}")
         except BrokerError as exc:
             self.error = exc
-            log.error("Broker no longer trusted, stopping: %s", exc)
-            return True
-        return False
+        if self.error is None:
+            return False
+        log.error("Broker no longer trusted, stopping: %s", self.error)
+        return True
 
     def raise_error(self) -> None:
         """After the stop: the error, for the command line to print and exit non-zero."""
