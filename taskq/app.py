@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from . import task as _task_module
 from .config import Settings, load_settings
 from .errors import ConfigError
+from .keys import Keyring, keyring_for
 from .message import Message, dump_call, encode
 from .results import AsyncResult
 from .task import make_task
@@ -37,7 +38,7 @@ class App:
         self._config_file = config_file
         self._settings: Settings | None = None
         self._broker: Broker | None = None
-        self._key: bytes | None = None
+        self._key: Keyring | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -63,10 +64,11 @@ class App:
             return self._broker
 
     @property
-    def key(self) -> bytes:
+    def key(self) -> Keyring:
         if self._key is None:
-            secret = self.settings.secret_key
-            self._key = secret.encode() if secret else self.broker.secret()
+            # A configured key needs no broker opened to sign with it.
+            broker = None if self.settings.secret_key else self.broker
+            self._key = keyring_for(self.settings, broker)
         return self._key
 
     def task(
@@ -109,9 +111,15 @@ def open_broker(settings: Settings) -> Broker:
             "give a directory path for the file broker"
         )
     from .brokers.file import FileBroker
+    from .brokers.trust import trust_for
 
     path = url.removeprefix("file://")
-    return FileBroker(path, durable=settings.durable, poll_interval=settings.poll_interval)
+    return FileBroker(
+        path,
+        durable=settings.durable,
+        poll_interval=settings.poll_interval,
+        trust=trust_for(settings),
+    )
 
 
 _default: App | None = None

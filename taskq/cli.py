@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
-from . import admin
+from . import admin, keys
+from .app import open_broker
 from .config import Settings, config_file_path, load_settings
 from .errors import TaskqError
 
@@ -182,6 +183,34 @@ def purge(ctx: click.Context, queue: str, yes: bool) -> None:
 def result(ctx: click.Context, task_id: str, wait: float | None) -> None:
     """A task's status and result (or error and traceback)."""
     click.echo(admin.format_result(admin.result(_settings(ctx), task_id, wait)))
+
+
+@main.group()
+def key() -> None:
+    """Rotate the signing key of the broker, and drop old keys."""
+
+
+@key.command("rotate")
+@click.pass_context
+@_errors_as_one_line
+def key_rotate(ctx: click.Context) -> None:
+    """Sign with a new key; the old one verifies until pruned."""
+    settings = _settings(ctx)
+    keys.rotate(settings, open_broker(settings))
+    click.echo(
+        f"new signing key in {settings.broker}: running workers and producers take it "
+        "within a second; the previous key still verifies until `taskq key prune`"
+    )
+
+
+@key.command("prune")
+@click.pass_context
+@_errors_as_one_line
+def key_prune(ctx: click.Context) -> None:
+    """Drop old keys once nothing in the broker needs them."""
+    settings = _settings(ctx)
+    dropped = keys.prune(settings, open_broker(settings))
+    click.echo(f"dropped {dropped} previous key(s)" if dropped else "no previous key to drop")
 
 
 def _setup_logging(level: str) -> None:

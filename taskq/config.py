@@ -51,6 +51,20 @@ class Settings:
         'HMAC key signing messages and results; "" = generate once into <broker>/secret',
         secret=True,  # keep the key out of reprs and logs
     )
+    previous_secret_keys: tuple[str, ...] = _key(
+        (),
+        "keys of before a rotation of secret_key: still verify (never sign) until dropped",
+        secret=True,
+    )
+    broker_users: tuple[str, ...] = _key(
+        (), "users (names or uids) besides this one and root trusted to own the broker's files"
+    )
+    broker_group: str = _key(
+        "", 'group sharing the broker: folders 2770, files 0660, key 0640; "" = private (0700)'
+    )
+    trust_check_interval: float = _key(
+        60.0, "seconds between a worker's re-checks of the owners and modes of the broker"
+    )
     queues: tuple[str, ...] = _key(("default",), "queues a worker consumes, in priority order")
     modules: tuple[str, ...] = _key((), "task modules a worker imports (what -A sets)")
     concurrency: int = _key(0, "worker processes; 0 = number of CPUs")
@@ -265,7 +279,7 @@ def _check_range(key: str, value: object, source: str) -> object:
     if isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value) or value < 0:
             problem = "must be a finite number >= 0"
-        elif key == "poll_interval" and value == 0:
+        elif key in ("poll_interval", "trust_check_interval") and value == 0:
             problem = "must be greater than 0"
     elif key == "loglevel" and isinstance(value, str):
         if value.upper() not in LOGLEVELS:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import BadSignature, MessageError, SerializationError
+from .keys import Keyring
 
 MAGIC = b"TQ1"
 _MAC_SIZE = 32
@@ -197,14 +198,15 @@ _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # json.dumps builds one
 _LENGTH = struct.Struct(">I")
 
 
-def seal(header: Mapping[str, Any], payload: bytes, key: bytes) -> bytes:
-    """Sign a header and payload into the wire format."""
+def seal(header: Mapping[str, Any], payload: bytes, key: Keyring) -> bytes:
+    """Sign a header and payload into the wire format, with the current key."""
     head = _COMPACT_JSON.encode(header).encode()
     body = _LENGTH.pack(len(head)) + head + payload
-    return MAGIC + _LENGTH.pack(len(body)) + hmac.digest(key, body, hashlib.sha256) + body
+    mac = hmac.digest(key.signing_key(), body, hashlib.sha256)
+    return MAGIC + _LENGTH.pack(len(body)) + mac + body
 
 
-def unseal(data: bytes, key: bytes) -> tuple[dict[str, Any], bytes]:
+def unseal(data: bytes, key: Keyring) -> tuple[dict[str, Any], bytes]:
     """Verify the signature, then parse the header. Raises BadSignature or MessageError."""
     if not data.startswith(MAGIC):
         raise MessageError("not a taskq message (no TQ1 magic)")
@@ -214,7 +216,9 @@ def unseal(data: bytes, key: bytes) -> tuple[dict[str, Any], bytes]:
     mac, body = data[len(MAGIC) + 4 : _PREFIX], data[_PREFIX:]
     if len(body) != length:
         raise MessageError(f"truncated: the body has {len(body)} of its {length} bytes")
-    if not hmac.compare_digest(mac, hmac.digest(key, body, hashlib.sha256)):
+    # The current key first, inline: previous keys cost only on a mismatch.
+    current = hmac.digest(key.current, body, hashlib.sha256)
+    if not hmac.compare_digest(mac, current) and not key.verify_other(mac, body):
         raise BadSignature("signature does not match the secret key")
     (size,) = struct.unpack(">I", body[:4])
     if size > len(body) - 4:
@@ -241,7 +245,7 @@ def _default(f: dataclasses.Field[Any]) -> Any:
 _DEFAULTS = tuple((f.name, _default(f)) for f in dataclasses.fields(Message))
 
 
-def encode(message: Message, payload: bytes, key: bytes) -> bytes:
+def encode(message: Message, payload: bytes, key: Keyring) -> bytes:
     # The header leaves out fields at their default (decode puts them back): a
     # quarter of the JSON to write for a plain call. Not dataclasses.asdict: it
     # deep-copies every field, a third of the cost of a publish.
@@ -253,7 +257,7 @@ def encode(message: Message, payload: bytes, key: bytes) -> bytes:
     return seal(header, payload, key)
 
 
-def decode(data: bytes, key: bytes) -> tuple[Message, bytes]:
+def decode(data: bytes, key: Keyring) -> tuple[Message, bytes]:
     """Verify and parse a message file into its envelope and (still pickled) payload."""
     header, payload = unseal(data, key)
     try:

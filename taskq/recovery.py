@@ -14,6 +14,7 @@ import time
 
 from .brokers.base import Broker
 from .errors import TaskqError
+from .keys import Keyring
 from .policy import Outcome, settle
 from .settling import Settler
 from .worker import describe
@@ -23,7 +24,7 @@ log = logging.getLogger("taskq.recovery")
 
 def recover_consumer(
     broker: Broker,
-    key: bytes,
+    key: Keyring,
     consumer: str,
     outcome: Outcome | None,
     error_type: type[TaskqError],

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import MessageError, ResultNotFound, SerializationError, TaskFailed, safe_str
+from .keys import Keyring
 from .message import dump_value, load_value, seal, unseal
 
 if TYPE_CHECKING:
@@ -19,13 +20,13 @@ PENDING, STARTED, RETRY, SUCCESS, FAILURE = "PENDING", "STARTED", "RETRY", "SUCC
 READY_STATES = frozenset({SUCCESS, FAILURE})
 
 
-def success_record(task_id: str, task: str, value: Any, key: bytes) -> bytes:
+def success_record(task_id: str, task: str, value: Any, key: Keyring) -> bytes:
     header = {"id": task_id, "task": task, "status": SUCCESS, "done": time.time()}
     return seal(header, dump_value(value), key)
 
 
 def failure_record(
-    task_id: str, task: str, exc: BaseException, key: bytes, status: str = FAILURE
+    task_id: str, task: str, exc: BaseException, key: Keyring, status: str = FAILURE
 ) -> bytes:
     """A failure (or a RETRY marker) with the exception and the worker's traceback."""
     header = {

@@ -15,6 +15,7 @@ from typing import Any
 
 from .brokers.base import Broker, Delivery
 from .errors import BadSignature, MessageError, UnsafeEntry, describe_error, safe_str
+from .keys import Keyring
 from .message import Message, decode, encode
 from .policy import Ack, Dead, Decision, Outcome, RetryAt
 from .results import RETRY, failure_record, success_record
@@ -23,7 +24,7 @@ log = logging.getLogger("taskq.worker")
 
 
 class Settler:
-    def __init__(self, broker: Broker, key: bytes, worker: str) -> None:
+    def __init__(self, broker: Broker, key: Keyring, worker: str) -> None:
         self.broker = broker
         self.key = key
         self.worker = worker

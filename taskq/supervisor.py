@@ -25,8 +25,10 @@ from multiprocess.connection import wait
 
 from .app import open_broker
 from .brokers.base import Broker
+from .brokers.trust import TrustWatch
 from .config import Settings
 from .errors import TimeLimitExceeded, WorkerLost
+from .keys import Keyring, keyring_for
 from .message import new_id, validate_queue
 from .policy import Outcome
 from .recovery import recover_consumer
@@ -72,7 +74,7 @@ class Supervisor:
     reread: Callable[[], Settings] | None = None  # for --reload: settings as the CLI gave them
     config_file: Path | None = None
     broker: Broker = field(init=False)
-    key: bytes = field(init=False)
+    key: Keyring = field(init=False)
     children: list[Child] = field(default_factory=list)
     name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     _stop_requests: int = 0
@@ -81,14 +83,15 @@ class Supervisor:
     _next_expire: float = 0.0
     _hot_reload: HotReload | None = None
     _swaps: list[Swap] = field(default_factory=list)  # a save during a swap starts another
+    _trust: TrustWatch = field(init=False)  # re-checks the broker's owners and modes
 
     def __post_init__(self) -> None:
         # Checked here, not only in each child: a bad name is one error, not a crash loop.
         for queue in self.settings.queues:
             validate_queue(queue)
         self.broker = open_broker(self.settings)
-        secret = self.settings.secret_key
-        self.key = secret.encode() if secret else self.broker.secret()
+        self.key = keyring_for(self.settings, self.broker)
+        self._trust = TrustWatch(self.broker, self.settings.trust_check_interval)
         self._ctx = multiprocess.get_context("fork")
 
     # -- lifecycle ------------------------------------------------------------
@@ -118,6 +121,7 @@ class Supervisor:
         self._shutdown()
         self.broker.unregister_worker(self.name)
         log.info("taskq worker %s stopped", self.name)
+        self._trust.raise_error()  # stopped because the broker became untrusted: exit 1
         return 0
 
     def _round(self) -> None:
@@ -130,6 +134,8 @@ class Supervisor:
             if plan is not None:
                 self._roll_pool(*plan)
         self._finish_swap()
+        if self._trust.failed(now):
+            self._stop_requests = max(self._stop_requests, 1)  # a warm shutdown
         self.broker.promote_due(now)
         if now >= self._next_sweep:
             self._next_sweep = now + _SWEEP_EVERY

@@ -29,6 +29,7 @@ from .errors import (
     TaskNotFound,
     describe_error,
 )
+from .keys import Keyring
 from .message import Message, load_value
 from .policy import Dead, Decision, Outcome, RetryAt, is_expired, settle
 from .settling import Settler
@@ -42,7 +43,7 @@ class Worker:
     """Runs claimed messages in this process and settles each one."""
 
     def __init__(
-        self, broker: Broker, key: bytes, consumer: Consumer, slot: Slot | None = None
+        self, broker: Broker, key: Keyring, consumer: Consumer, slot: Slot | None = None
     ) -> None:
         self.broker = broker
         self.key = key

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..keys import Keyring
 from ..message import Message
 
 
@@ -144,8 +145,20 @@ class Broker(Protocol):
     def sweep_tmp(self, older_than: float) -> int:
         """Delete litter from crashed writers (and surplus recycled files); return how many."""
 
-    def secret(self) -> bytes:
-        """The signing key kept with the broker (created on first use)."""
+    def keys(self) -> Keyring:
+        """The signing keys kept with the broker; a key is made only while no message
+        is stored (else BrokerError: a lost key)."""
+
+    def rotate_key(self) -> None:
+        """Make a new signing key; the previous ones still verify until pruned."""
+
+    def prune_keys(self) -> int:
+        """Drop the previous keys if no stored message or result needs them; how many
+        (BrokerError naming how many still need them otherwise)."""
+
+    def check_trust(self) -> None:
+        """Raise BrokerError if the broker's folders or key are no longer safe to
+        use (owned or writable by users not trusted, replaced by links)."""
 
     def register_worker(self, name: str) -> None:
         """Announce a live supervisor (its liveness is kept like a consumer's)."""

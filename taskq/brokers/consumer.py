@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import UnsafeEntry
 from .base import Delivery
 from .fs import hold_lock, read_signed, release_lock
+from .trust import Trust
 from .wakeup import Waiter, watch
 
 _LOCK = ".lock"
@@ -47,13 +48,16 @@ class FileConsumer:
         poll_interval: float = 1.0,
         *,
         watcher: str = "auto",
+        trust: Trust | None = None,
     ) -> None:
         """``watcher`` picks the wake-up source: "auto", "inotify", "watchdog", or
-        anything else to poll every ``poll_interval`` seconds."""
+        anything else to poll every ``poll_interval`` seconds; ``trust`` gives
+        the modes of this consumer's folder and lock (shared with a group or not)."""
         self.name = name
         self.poll_interval = poll_interval
         self._queues = [_Queue(d, name) for d in queue_dirs]
-        self._lock_fds = [_register(d / "claimed", name) for d in queue_dirs]
+        shared = trust is not None and trust.gid is not None
+        self._lock_fds = [_register(d / "claimed", name, shared) for d in queue_dirs]
         self._by_folder = {q.ready: q for q in self._queues}
         self._waiter = Waiter(watch([q.ready for q in self._queues], prefer=watcher))
 
@@ -137,18 +141,19 @@ def read_claimed(queue: str, path: str, name: str, consumer: str) -> Delivery | 
     return None if data is None else Delivery(queue, name, data, consumer)
 
 
-def _register(claimed_root: Path, name: str) -> int:
+def _register(claimed_root: Path, name: str, shared: bool = False) -> int:
     """Make this consumer's folder and hold its lock for the consumer's whole life.
 
     The folder is prepared under a dotted name and renamed into place only
     once locked, so a sweeper never mistakes a consumer being born for a dead one.
     The kernel drops the lock when the process dies, even on SIGKILL.
+    ``shared``: the broker's group may recover it (take the lock, move the files).
     """
     final = claimed_root / name
     if final.exists():
         raise FileExistsError(f"consumer {name} already exists in {claimed_root}")
     staging = claimed_root / f".new-{name}"
-    staging.mkdir(mode=0o700)
-    fd = hold_lock(staging / _LOCK)
+    staging.mkdir(mode=0o770 if shared else 0o700)  # claimed/ is setgid: the group follows
+    fd = hold_lock(staging / _LOCK, 0o660 if shared else 0o600)
     os.rename(staging, final)
     return fd

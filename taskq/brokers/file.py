@@ -38,7 +38,7 @@ from ..message import (
 )
 from .base import DeadLetter, Delivery, QueueCounts
 from .consumer import FileConsumer, read_claimed
-from .file_stores import FileStores
+from .file_stores import STATES, FileStores
 from .fs import (
     fsync_dir,
     full_disk,
@@ -54,8 +54,8 @@ from .fs import (
     write_new,
 )
 from .spares import UNUSED_FOR, SparePool
+from .trust import Trust, check_umask, make_folder, private
 
-_STATES = ("tmp", "ready", "scheduled", "claimed", "dead")
 _LOCK = ".lock"
 _BATCH = 1000  # messages a durable publish_many makes durable with one flush
 
@@ -64,9 +64,17 @@ class FileBroker(FileStores):
     """A broker that is a directory. Safe for many processes on one host."""
 
     def __init__(
-        self, root: str | os.PathLike[str], *, durable: bool = False, poll_interval: float = 1.0
+        self,
+        root: str | os.PathLike[str],
+        *,
+        durable: bool = False,
+        poll_interval: float = 1.0,
+        trust: Trust | None = None,
     ) -> None:
+        """``trust``: whose folders and key to accept (default: the running user's only)."""
         self.root = Path(root).absolute()
+        self.trust = private() if trust is None else trust
+        self._mode = self.trust.file_mode
         self.durable = durable
         self.poll_interval = poll_interval
         self._queue_dirs: dict[str, Path] = {}
@@ -74,9 +82,11 @@ class FileBroker(FileStores):
         self._worker_locks: dict[str, int] = {}
         self._scheduled_seen: dict[str, tuple[int, float]] = {}
         self._nameless = True  # O_TMPFILE + linkat work here (until one fails)
-        prepare_root(self.root)
+        check_umask(self.trust)
+        prepare_root(self.root, self.trust)
         self._results = self.root / "results"
-        self._results.mkdir(mode=0o700, exist_ok=True)
+        for folder in (self._results, self.root / "spare"):
+            make_folder(folder, self.trust, self.root)
         self.spares = SparePool(self.root)
 
     def __repr__(self) -> str:
@@ -90,9 +100,10 @@ class FileBroker(FileStores):
         if path is None:
             validate_queue(queue)
             path = self.root / "queues" / queue
-            # Created level by level: mkdir(parents=True) would make parents 0755.
-            for folder in (path.parent, path, *(path / state for state in _STATES)):
-                folder.mkdir(mode=0o700, exist_ok=True)
+            # Created and checked level by level, once a process: a queue that was
+            # safe when first used stays cached, and publish checks nothing more.
+            for folder in (path.parent, path, *(path / state for state in STATES)):
+                make_folder(folder, self.trust, self.root)
             self._queue_dirs[queue] = path
         return path
 
@@ -110,7 +121,7 @@ class FileBroker(FileStores):
         tmp = self.spares.take(f"{queue_dir}/tmp", data, sync)
         if tmp is None:
             tmp = f"{queue_dir}/tmp/{new_id()}"
-            write_new(tmp, data, sync)
+            write_new(tmp, data, sync, self._mode)
         return tmp
 
     def _target(self, message: Message) -> tuple[str, str]:
@@ -138,12 +149,12 @@ class FileBroker(FileStores):
             self._into_view(tmp, qdir, target, data)
             return
         if self._nameless:
-            if link_new(f"{qdir}/{state}", f"{qdir}/{target}", data, self.durable):
+            if link_new(f"{qdir}/{state}", f"{qdir}/{target}", data, self.durable, self._mode):
                 return
             # The filesystem cannot, unless the name was taken (the rename replaces it).
             self._nameless = os.path.exists(f"{qdir}/{target}")
         tmp = f"{qdir}/tmp/{new_id()}"
-        write_new(tmp, data, self.durable)
+        write_new(tmp, data, self.durable, self._mode)
         self._into_view(tmp, qdir, target, data)
 
     def _into_view(self, tmp: str, qdir: Path, target: str, data: bytes) -> None:
@@ -153,7 +164,7 @@ class FileBroker(FileStores):
             # A recycled file swept from tmp/ as it was being rewritten (its old
             # mtime looked like litter): write a new one.
             tmp = f"{qdir}/tmp/{new_id()}"
-            write_new(tmp, data, self.durable)
+            write_new(tmp, data, self.durable, self._mode)
             self._into_view(tmp, qdir, target, data)
         except OSError:
             # The folder cannot take another name (a full disk): nothing is visible.
@@ -210,7 +221,9 @@ class FileBroker(FileStores):
     ) -> FileConsumer:
         """A consumer of ``queues``; ``watcher`` forces a wake-up source (see ``wakeup.watch``)."""
         dirs = [self.queue_dir(validate_queue(q)) for q in queues]
-        return FileConsumer(dirs, name, poll_interval=self.poll_interval, watcher=watcher)
+        return FileConsumer(
+            dirs, name, poll_interval=self.poll_interval, watcher=watcher, trust=self.trust
+        )
 
     def ack(self, delivery: Delivery) -> None:
         self.spares.give(self._claimed_path(delivery), delivery.name)

@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import BrokerError
+from ..keys import Keyring
 from ..message import new_id, validate_task_id
+from .file_keys import FileKeys
 from .fs import (
     hold_lock,
     lock_is_free,
@@ -21,24 +22,29 @@ from .fs import (
     remove_older,
     write_new,
 )
+from .trust import Trust, check_folder, make_folder
+
+STATES = ("tmp", "ready", "scheduled", "claimed", "dead")  # the folders of each queue
 
 
 class FileStores:
-    """Results under ``results/``, the key in ``secret``, supervisors under ``workers/``."""
+    """Results under ``results/``, the keys in ``secret*``, supervisors under ``workers/``;
+    and the re-check of the whole broker's owners and modes."""
 
     root: Path
+    trust: Trust
     _results: Path
     _worker_locks: dict[str, int]
 
     def register_worker(self, name: str) -> None:
         folder = self.root / "workers"
-        folder.mkdir(mode=0o700, exist_ok=True)
-        self._worker_locks[name] = hold_lock(folder / f"{name}.lock")
+        make_folder(folder, self.trust, self.root)
+        self._worker_locks[name] = hold_lock(folder / f"{name}.lock", self.trust.file_mode)
 
     def publish_worker_state(self, name: str, state: Mapping[str, Any]) -> None:
         folder = self.root / "workers"
         tmp = folder / f".{name}.{new_id()}.tmp"
-        tmp.write_text(json.dumps(dict(state)))
+        write_new(tmp, json.dumps(dict(state)).encode(), mode=self.trust.file_mode)
         os.rename(tmp, folder / f"{name}.json")
 
     def unregister_worker(self, name: str) -> None:
@@ -63,7 +69,7 @@ class FileStores:
 
     def store_result(self, task_id: str, data: bytes) -> None:
         tmp = self._results / f".{task_id}.{new_id()}.tmp"
-        write_new(tmp, data)
+        write_new(tmp, data, mode=self.trust.file_mode)
         os.rename(tmp, self._results / task_id)
 
     def load_result(self, task_id: str) -> bytes | None:
@@ -78,27 +84,26 @@ class FileStores:
     def expire_results(self, older_than: float) -> int:
         return remove_older(self._results, older_than)
 
-    def secret(self) -> bytes:
-        path = self.root / "secret"
-        existing = read_file(str(path))
-        if existing is not None:
-            return _key_from(path, existing)
-        tmp = self.root / f".secret.{new_id()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.write(fd, os.urandom(32).hex().encode())
-        os.close(fd)
-        # link() fails if another process made the key first; then use theirs.
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-        tmp.unlink()
-        return _key_from(path, path.read_bytes())
+    def keys(self) -> Keyring:
+        return Keyring.from_source(FileKeys(self.root, self.trust))
 
+    def rotate_key(self) -> None:
+        FileKeys(self.root, self.trust).rotate()
 
-def _key_from(path: Path, data: bytes) -> bytes:
-    # An empty key would sign with b"": anyone could forge messages that get unpickled.
-    key = data.strip()
-    if not key:
-        raise BrokerError(
-            f"signing key file {path} is empty: delete it to have a new key made, or set secret_key"
-        )
-    return key
+    def prune_keys(self) -> int:
+        return FileKeys(self.root, self.trust).prune()
+
+    def check_trust(self) -> None:
+        """Check every folder and key file again, as a worker that ran for a while does."""
+        check_folder(self.root, self.trust, self.root, follow=True)
+        for name in ("queues", "results", "spare", "workers"):
+            if os.path.lexists(self.root / name):
+                check_folder(self.root / name, self.trust, self.root)
+        queues: list[Path] = []
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.root / "queues") as entries:
+            # A link is refused, not skipped.
+            queues = [Path(e.path) for e in entries if e.is_dir() or e.is_symlink()]
+        for qdir in queues:
+            for folder in (qdir, *(qdir / state for state in STATES)):
+                check_folder(folder, self.trust, self.root)
+        FileKeys(self.root, self.trust).check()

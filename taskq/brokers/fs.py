@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import BrokerError, DiskFull, UnsafeEntry
+from .trust import Trust, check_folder, share
 
 # Opening never follows a symbolic link and never blocks (a FIFO would hang a
 # blocking open forever); fstat then says whether it is a regular file at all.
@@ -127,12 +128,12 @@ def full_disk(exc: OSError, path: str | Path) -> DiskFull | None:
     )
 
 
-def write_new(path: str | Path, data: bytes, sync: bool = False) -> None:
+def write_new(path: str | Path, data: bytes, sync: bool = False, mode: int = 0o600) -> None:
     """Create ``path`` (it must not exist) holding ``data``; fsync it if ``sync``.
 
     All or nothing: if the write fails (a full disk), the file is removed.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         write_all(fd, data, path)
         if sync:
@@ -154,7 +155,7 @@ _O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux only
 _NO_LINK = {errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EACCES, errno.EEXIST}
 
 
-def link_new(folder: str, target: str, data: bytes, sync: bool = False) -> bool:
+def link_new(folder: str, target: str, data: bytes, sync: bool = False, mode: int = 0o600) -> bool:
     """Write ``data`` into a new nameless file in ``folder`` and give it the name
     ``target`` (in that folder) in one step: O_TMPFILE, then linkat(2). The name
     appears with the whole file behind it, like a rename from tmp/, for one
@@ -165,7 +166,7 @@ def link_new(folder: str, target: str, data: bytes, sync: bool = False) -> bool:
     if not _O_TMPFILE:
         return False
     try:
-        fd = os.open(folder, _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        fd = os.open(folder, _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, mode)
     except OSError as exc:
         if exc.errno in _NO_TMPFILE:
             return False
@@ -202,21 +203,18 @@ def _load_syncfs() -> Callable[[int], int] | None:
 _syncfs = _load_syncfs()
 
 
-def prepare_root(root: Path) -> None:
+def prepare_root(root: Path, trust: Trust) -> None:
+    """Create the root (0700, or shared with ``broker_group``) and check it can be trusted."""
     try:
+        made = not root.exists()
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        mode = root.stat().st_mode
+        if made:
+            share(root, trust)
     except FileExistsError:  # mkdir(exist_ok=True) says this when the path is a file
         raise BrokerError(f"broker path {root} is not a directory") from None
     except OSError as exc:
         raise BrokerError(f"cannot use broker directory {root}: {exc.strerror}") from exc
-    if not stat.S_ISDIR(mode):
-        raise BrokerError(f"broker path {root} is not a directory")
-    if mode & stat.S_IWOTH:
-        raise BrokerError(
-            f"broker directory {root} is world-writable (mode {stat.S_IMODE(mode):o}): anyone "
-            f"could inject code to run; fix it with: chmod 700 {root}"
-        )
+    check_folder(root, trust, root, follow=True)
 
 
 # Liveness locks are flock(2)s, which belong to the open file: a fork shares
@@ -259,10 +257,10 @@ def try_lock(path: Path) -> int | None:
     return fd
 
 
-def hold_lock(path: Path) -> int:
+def hold_lock(path: Path, mode: int = 0o600) -> int:
     """Create ``path`` if needed and take its lock for as long as this process
     holds the fd (the kernel drops it when the process dies, even on SIGKILL)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

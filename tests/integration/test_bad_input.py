@@ -21,6 +21,7 @@ from helpers import wait_for
 
 from taskq.app import App
 from taskq.errors import TaskqError
+from taskq.keys import Keyring
 from taskq.message import Message, dump_call, encode, new_id, seal
 
 HERE = Path(__file__).parent
@@ -90,7 +91,7 @@ def test_garbage_truncated_forged_and_unknown_messages_are_dead_lettered_and_nev
     forged = seal(
         dataclasses.asdict(evil),
         b"p" + pickle.dumps(CreatesMarker(str(marker))),
-        b"not the broker's key",
+        Keyring(b"not the broker's key"),
     )
     ghost = Message(id=new_id(), task="itasks.no_such_task", created=time.time())
     unknown = encode(ghost, dump_call(ghost.task, (1,), {}), taskq_app.key)

@@ -28,6 +28,9 @@ COMMANDS = [
     ("dead", "purge"),
     ("purge",),
     ("result",),
+    ("key",),
+    ("key", "rotate"),
+    ("key", "prune"),
 ]
 
 

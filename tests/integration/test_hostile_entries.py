@@ -40,6 +40,7 @@ def plant(folder: Path, where: str) -> list[str]:
 def test_non_files_in_ready_and_in_a_dead_consumers_claims_are_quarantined(
     taskq_app: App, start_worker: Callable[..., WorkerProcess], broker_dir: Path, tmp_path: Path
 ) -> None:
+    assert taskq_app.key  # made while the broker is empty
     queue = taskq_app.broker.queue_dir("default")
     dead_consumer = queue / "claimed" / "gone-1-0-abcdef"
     planted = plant(queue / "ready", "ready") + plant(dead_consumer, "claimed")

@@ -11,6 +11,7 @@ from taskq.app import App
 from taskq.brokers.base import Delivery
 from taskq.config import Settings
 from taskq.errors import TaskqError
+from taskq.keys import Keyring
 from taskq.message import Message, dump_call, encode
 
 
@@ -30,7 +31,7 @@ def test_retry_all_requeues_what_it_can_and_says_what_it_skipped(tmp_path: Path)
     good = Message(id="good", task="t", created=1.0, retries=3)
     forged = Message(id="forged", task="t", created=2.0)
     dead_letter(app, good, encode(good, dump_call("t", (), {}), app.key))
-    dead_letter(app, forged, encode(forged, dump_call("t", (), {}), b"not the key"))
+    dead_letter(app, forged, encode(forged, dump_call("t", (), {}), Keyring(b"not the key")))
 
     requeued, skipped = admin.retry_dead(settings, None)
 

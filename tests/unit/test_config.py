@@ -176,7 +176,7 @@ def test_unknown_environment_variable_names_the_variable(tmp_path: Path) -> None
         load(tmp_path, {"TASKQ_BROKR": "x", "HOME": "/root"})
     message = str(info.value)
     assert "unknown key 'brokr' from environment variable TASKQ_BROKR" in message
-    assert "valid keys: broker, concurrency," in message
+    assert "valid keys: broker, broker_group, broker_users, concurrency," in message
 
 
 def test_unknown_override_is_reported_as_an_option(tmp_path: Path) -> None:

@@ -30,9 +30,10 @@ from taskq.brokers.consumer import FileConsumer
 from taskq.brokers.file import FileBroker
 from taskq.brokers.wakeup import InotifyWatcher, WatchdogWatcher
 from taskq.errors import BrokerError, DiskFull
+from taskq.keys import Keyring
 from taskq.message import Message, decode, dump_call, encode, new_id
 
-KEY = b"k" * 32
+KEY = Keyring(b"k" * 32)
 FORK = multiprocessing.get_context("fork")
 
 OpenConsumer = Callable[..., FileConsumer]
@@ -665,10 +666,10 @@ def test_secret_is_made_once_private_and_shared_by_every_broker_on_the_root(
     tmp_path: Path,
 ) -> None:
     root = tmp_path / "broker"
-    first = FileBroker(root).secret()
+    first = FileBroker(root).keys().current
     made = (root / "secret").stat()
 
-    second = FileBroker(root).secret()
+    second = FileBroker(root).keys().current
 
     assert first == second
     assert len(first) >= 32
@@ -685,7 +686,7 @@ def test_brokers_racing_to_make_the_secret_agree_on_one(tmp_path: Path) -> None:
 
     def make(broker: FileBroker) -> None:
         barrier.wait(10)
-        keys.append(broker.secret())
+        keys.append(broker.keys().current)
 
     threads = [threading.Thread(target=make, args=(b,)) for b in brokers]
     for thread in threads:
@@ -703,9 +704,10 @@ def test_empty_secret_file_is_refused_rather_than_signing_with_an_empty_key(
     broker: FileBroker, content: bytes
 ) -> None:
     (broker.root / "secret").write_bytes(content)
+    (broker.root / "secret").chmod(0o600)
 
     with pytest.raises(BrokerError, match=r"secret.* is empty"):
-        broker.secret()
+        broker.keys()
 
 
 def test_recover_takes_a_dead_consumers_claims_in_every_queue(
@@ -745,7 +747,9 @@ def test_message_with_a_bad_signature_is_dead_lettered_unopened(
 
     marker = tmp_path / "pwned"
     message = make_message()
-    forged = encode(message, b"p" + pickle.dumps(((_CreatesMarker(marker),), {})), b"x" * 32)
+    forged = encode(
+        message, b"p" + pickle.dumps(((_CreatesMarker(marker),), {})), Keyring(b"x" * 32)
+    )
     broker.publish(message, forged)
     consumer = open_consumer()
     delivery = consumer.claim(timeout=1)

@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from taskq.errors import BadSignature, MessageError, SerializationError
+from taskq.keys import Keyring
 from taskq.message import (
     MAGIC,
     Message,
@@ -35,8 +36,8 @@ from taskq.message import (
     validate_task_id,
 )
 
-KEY = b"k" * 32
-OTHER_KEY = b"x" * 32
+KEY = Keyring(b"k" * 32)
+OTHER_KEY = Keyring(b"x" * 32)
 
 
 def full_message(**changes: Any) -> Message:
@@ -243,7 +244,8 @@ def test_signed_but_malformed_header_is_a_message_error(body: bytes, match: str)
     import hashlib
     import hmac
 
-    data = MAGIC + struct.pack(">I", len(body)) + hmac.digest(KEY, body, hashlib.sha256) + body
+    mac = hmac.digest(KEY.current, body, hashlib.sha256)
+    data = MAGIC + struct.pack(">I", len(body)) + mac + body
 
     with pytest.raises(MessageError, match=match) as caught:
         unseal(data, KEY)

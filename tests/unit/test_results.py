@@ -13,6 +13,7 @@ import pytest
 from taskq import results as results_module
 from taskq.app import App
 from taskq.errors import BadSignature, ResultNotFound, TaskFailed
+from taskq.keys import Keyring
 from taskq.message import Message, encode, new_id, seal
 from taskq.results import (
     FAILURE,
@@ -213,7 +214,7 @@ def test_result_with_a_bad_signature_is_refused_and_never_unpickled(
     marker = tmp_path / "pwned"
     header = {"id": task_id, "task": "t", "status": SUCCESS, "done": time.time()}
     evil = b"p" + pickle.dumps(_CreatesMarker(marker))
-    app.broker.store_result(task_id, seal(header, evil, b"not the key" * 3))
+    app.broker.store_result(task_id, seal(header, evil, Keyring(b"not the key" * 3)))
     result = app.AsyncResult(task_id)
 
     with pytest.raises(BadSignature):

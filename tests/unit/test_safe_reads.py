@@ -18,11 +18,12 @@ from taskq.brokers import file as file_module
 from taskq.brokers import fs
 from taskq.brokers.file import FileBroker
 from taskq.errors import MessageError, UnsafeEntry
+from taskq.keys import Keyring
 from taskq.message import Message, dump_call, encode, new_id
 from taskq.results import AsyncResult
 from taskq.worker import Worker
 
-KEY = b"k" * 32
+KEY = Keyring(b"k" * 32)
 
 
 def make_folder(path: Path) -> None:
