@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .brokers.base import Broker
+from .brokers.base import Broker, Delivery
 from .errors import BadSignature, MessageError, TaskqError
 from .message import decode
 from .policy import Outcome, settle
@@ -39,26 +39,15 @@ def recover_consumer(
     if deliveries is None:
         return 0
     settler = Settler(broker, key, consumer)
-    for delivery in deliveries:
-        if outcome is None:
-            broker.requeue(delivery)
-            log.info("Message %s returned to ready/ (worker stopped)", delivery.name)
-            continue
-        try:
-            message, payload = decode(delivery.data, key)
-        except BadSignature as exc:
-            settler.reject(delivery, "bad-signature", exc)
-            continue
-        except MessageError as exc:
-            settler.reject(delivery, "undecodable", exc)
-            continue
-        error = error_type(
-            f"task {message.task}[{message.id}]: worker {consumer} "
-            + ("passed the hard time limit" if outcome is Outcome.TIME_LIMIT else "died")
-        )
-        decision = settle(message, outcome, time.time())
-        settler.apply(delivery, message, payload, decision, outcome, error)
-        describe(message, decision, error)
+    try:
+        for delivery in deliveries:
+            _settle(broker, key, settler, delivery, outcome, error_type)
+    except BaseException:
+        # A full disk, say, half-way: the messages settled so far left claimed/,
+        # the rest are still there. Releasing the dead consumer lets the next
+        # sweep take them over, so none is lost.
+        broker.abandon_recovery(consumer)
+        raise
     broker.forget_consumer(consumer)
     if deliveries:
         log.info(
@@ -68,3 +57,32 @@ def recover_consumer(
             recovered_by,
         )
     return len(deliveries)
+
+
+def _settle(
+    broker: Broker,
+    key: bytes,
+    settler: Settler,
+    delivery: Delivery,
+    outcome: Outcome | None,
+    error_type: type[TaskqError],
+) -> None:
+    if outcome is None:
+        broker.requeue(delivery)
+        log.info("Message %s returned to ready/ (worker stopped)", delivery.name)
+        return
+    try:
+        message, payload = decode(delivery.data, key)
+    except BadSignature as exc:
+        settler.reject(delivery, "bad-signature", exc)
+        return
+    except MessageError as exc:
+        settler.reject(delivery, "undecodable", exc)
+        return
+    error = error_type(
+        f"task {message.task}[{message.id}]: worker {delivery.consumer} "
+        + ("passed the hard time limit" if outcome is Outcome.TIME_LIMIT else "died")
+    )
+    decision = settle(message, outcome, time.time())
+    settler.apply(delivery, message, payload, decision, outcome, error)
+    describe(message, decision, error)

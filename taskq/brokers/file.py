@@ -41,16 +41,17 @@ from .fs import (
     lock_is_free,
     prepare_root,
     read_file,
-    remove_older,
+    removal_steps,
     sync_files,
     try_lock,
     write_new,
 )
-from .spares import UNUSED_FOR, SparePool
+from .spares import KEEP, UNUSED_FOR, SparePool
 
 _STATES = ("tmp", "ready", "scheduled", "claimed", "dead")
 _LOCK = ".lock"
 _BATCH = 1000  # messages a durable publish_many makes durable with one flush
+_SPARES_A_SWEEP = 5_000  # spares deleted at most by one sweep
 
 
 class FileBroker(FileStores):
@@ -271,6 +272,10 @@ class FileBroker(FileStores):
         self._recovering[consumer] = fds
         return deliveries
 
+    def abandon_recovery(self, consumer: str) -> None:
+        for fd in self._recovering.pop(consumer, []):
+            os.close(fd)
+
     def forget_consumer(self, consumer: str) -> None:
         for _, folder in self._consumer_dirs(consumer):
             with contextlib.suppress(FileNotFoundError):
@@ -342,9 +347,24 @@ class FileBroker(FileStores):
         return None
 
     def sweep_tmp(self, older_than: float) -> int:
-        removed = sum(remove_older(self.queue_dir(q) / "tmp", older_than) for q in self.queues())
-        removed += self.spares.tidy(time.time() - UNUSED_FOR)
-        return removed + remove_older(self._results, older_than, only_prefix=".")
+        return sum(self.litter_steps(older_than))
+
+    def sweep_steps(self, results_before: float, litter_before: float) -> Iterator[bool]:
+        yield from self.expiry_steps(results_before)
+        yield from self.litter_steps(litter_before)
+
+    def litter_steps(self, older_than: float) -> Iterator[bool]:
+        for queue in self.queues():
+            yield from removal_steps(self.queue_dir(queue) / "tmp", older_than)
+        # Spares beyond KEEP and unused ones, at most _SPARES_A_SWEEP a sweep so
+        # that the frees are spread out.
+        removed = 0
+        for step in removal_steps(self.spares.folder, time.time() - UNUSED_FOR, keep=KEEP):
+            removed += step
+            yield step
+            if removed >= _SPARES_A_SWEEP:
+                break
+        yield from removal_steps(self._results, older_than, only_prefix=".")
 
 
 def _chunks(items: Iterable[tuple[Message, bytes]]) -> Iterator[list[tuple[Message, bytes]]]:

@@ -4,16 +4,20 @@ the registry of live supervisors that ``taskq status`` reads."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import BrokerError
 from ..message import new_id, validate_task_id
-from .fs import lock_is_free, read_file, remove_older, write_new
+from .fs import lock_is_free, read_file, removal_steps, try_lock, write_new
+
+# A dotted file in workers/ (a lock being registered, a status being written)
+# older than this was left by a process that died in the middle.
+_LITTER_AGE = 60.0
 
 
 class FileStores:
@@ -26,15 +30,27 @@ class FileStores:
     def register_worker(self, name: str) -> None:
         folder = self.root / "workers"
         folder.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Locked under a dotted name, then renamed: a sweeper never meets the
+        # <name>.lock of a supervisor being born while it is not locked yet.
+        staging = folder / f".{name}.{new_id()}.lock"
+        write_new(staging, b"")
+        fd = try_lock(staging)
+        if fd is None:
+            raise BrokerError(f"cannot lock {staging}, a file this process just created")
+        os.rename(staging, folder / f"{name}.lock")
         self._worker_locks[name] = fd
 
     def publish_worker_state(self, name: str, state: Mapping[str, Any]) -> None:
         folder = self.root / "workers"
         tmp = folder / f".{name}.{new_id()}.tmp"
-        tmp.write_text(json.dumps(dict(state)))
-        os.rename(tmp, folder / f"{name}.json")
+        try:
+            write_new(tmp, json.dumps(dict(state)).encode())
+            os.rename(tmp, folder / f"{name}.json")
+        except OSError:
+            # A full disk fails this every second: leave no litter each time.
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
 
     def unregister_worker(self, name: str) -> None:
         folder = self.root / "workers"
@@ -44,6 +60,28 @@ class FileStores:
         fd = self._worker_locks.pop(name, None)
         if fd is not None:
             os.close(fd)
+
+    def forget_dead_workers(self) -> list[str]:
+        folder = self.root / "workers"
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return []
+        litter_before = time.time() - _LITTER_AGE
+        gone = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat().st_mtime < litter_before:
+                        os.unlink(entry.path)
+                continue
+            name = entry.name.removesuffix(".lock")
+            # Never probe our own lock: a record lock looks free to its owner, and
+            # closing the probe's descriptor would drop it.
+            mine = name in self._worker_locks
+            if entry.name.endswith(".lock") and not mine and _remove_if_dead(folder, name):
+                gone.append(name)
+        return gone
 
     def worker_states(self) -> list[dict[str, Any]]:
         states = []
@@ -71,7 +109,10 @@ class FileStores:
             os.unlink(self._results / task_id)
 
     def expire_results(self, older_than: float) -> int:
-        return remove_older(self._results, older_than)
+        return sum(self.expiry_steps(older_than))
+
+    def expiry_steps(self, older_than: float) -> Iterator[bool]:
+        return removal_steps(self._results, older_than)
 
     def secret(self) -> bytes:
         path = self.root / "secret"
@@ -87,6 +128,26 @@ class FileStores:
             os.link(tmp, path)
         tmp.unlink()
         return _key_from(path, path.read_bytes())
+
+
+def _remove_if_dead(folder: Path, name: str) -> bool:
+    lock = folder / f"{name}.lock"
+    fd = try_lock(lock)
+    if fd is None:
+        return False
+    try:
+        # Still the file we locked, not one a new supervisor of the same name
+        # (a reused pid) renamed in meanwhile.
+        if os.fstat(fd).st_ino != os.stat(lock).st_ino:
+            return False
+        for path in (folder / f"{name}.json", lock):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _key_from(path: Path, data: bytes) -> bytes:

@@ -11,7 +11,7 @@ import fcntl
 import os
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import BrokerError
@@ -165,13 +165,27 @@ def sync_files(root: Path, paths: list[str]) -> None:
 
 
 def remove_older(folder: Path, older_than: float, only_prefix: str = "") -> int:
-    removed = 0
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(folder):
-            if not entry.name.startswith(only_prefix):
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                if entry.stat().st_mtime < older_than:
-                    os.unlink(entry.path)
-                    removed += 1
-    return removed
+    return sum(removal_steps(folder, older_than, only_prefix))
+
+
+def removal_steps(
+    folder: Path, older_than: float, only_prefix: str = "", keep: int | None = None
+) -> Iterator[bool]:
+    """Delete the files of ``folder`` last written before ``older_than`` (and, with
+    ``keep``, every one listed after the first ``keep``), one entry a step: each
+    step says whether it deleted one. The caller drives it a few milliseconds at a
+    time, so a folder of 100,000 expired files never blocks it for seconds; a walk
+    dropped half-way leaves only files that the next one finds again."""
+    try:
+        entries = os.scandir(folder)
+    except FileNotFoundError:
+        return
+    with entries:
+        for count, entry in enumerate(entries):
+            removed = False
+            if entry.name.startswith(only_prefix):
+                with contextlib.suppress(FileNotFoundError):
+                    if (keep is not None and count >= keep) or entry.stat().st_mtime < older_than:
+                        os.unlink(entry.path)
+                        removed = True
+            yield removed
