@@ -207,6 +207,8 @@ class Supervisor:
             outcome = child.kill_reason
         elif exitcode in (0, EXIT_IMPORT_ERROR):
             outcome = None  # a clean exit holds no claims; give back any leftovers
+            if exitcode == EXIT_IMPORT_ERROR and self._hot_reload is not None:
+                self._hot_reload.child_failed_import(child.slot.index)
         else:
             outcome = Outcome.KILLED
             log.error(
