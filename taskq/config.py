@@ -72,6 +72,9 @@ class Settings:
     max_tasks_per_child: int = _key(0, "recycle a worker process after N tasks; 0 = never")
     max_memory_per_child: int = _key(0, "recycle a worker process above this RSS in MB; 0 = never")
     shutdown_timeout: float = _key(30.0, "seconds a warm shutdown waits for in-flight tasks")
+    default_time_limit: float = _key(
+        3600.0, "a task with no time_limit of its own is killed after this (seconds); 0 = no limit"
+    )
     result_expires: float = _key(86400.0, "seconds results are kept")
     durable: bool = _key(
         False, "fsync messages (and their folders) before publish returns; batches: one flush"

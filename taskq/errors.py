@@ -36,11 +36,12 @@ class BrokerError(TaskqError):
     """The broker cannot be used as configured."""
 
 
-class DiskFull(BrokerError):
+class DiskFull(BrokerError, OSError):
     """The broker's filesystem has no space (or quota) left: the write did not happen.
 
     Raised by ``.delay()`` and friends: the message was not enqueued, and
-    nothing partial of it is visible to a worker.
+    nothing partial of it is visible to a worker. Also an ``OSError`` (with the
+    ``errno``), so code that handles I/O errors handles it too.
     """
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .brokers.base import Broker
+from .brokers.base import Broker, Delivery
 from .errors import TaskqError
 from .keys import Keyring
 from .policy import Outcome, settle
@@ -39,22 +39,15 @@ def recover_consumer(
     if deliveries is None:
         return 0
     settler = Settler(broker, key, consumer)
-    for delivery in deliveries:
-        if outcome is None:
-            broker.requeue(delivery)
-            log.info("Message %s returned to ready/ (worker stopped)", delivery.name)
-            continue
-        opened = settler.open(delivery)
-        if opened is None:
-            continue
-        message, payload = opened
-        error = error_type(
-            f"task {message.task}[{message.id}]: worker {consumer} "
-            + ("passed the hard time limit" if outcome is Outcome.TIME_LIMIT else "died")
-        )
-        decision = settle(message, outcome, time.time())
-        settler.apply(delivery, message, payload, decision, outcome, error)
-        describe(message, decision, error)
+    try:
+        for delivery in deliveries:
+            _settle(broker, settler, delivery, outcome, error_type)
+    except BaseException:
+        # A full disk, say, half-way: the messages settled so far left claimed/,
+        # the rest are still there. Releasing the dead consumer lets the next
+        # sweep take them over, so none is lost.
+        broker.abandon_recovery(consumer)
+        raise
     broker.forget_consumer(consumer)
     if deliveries:
         log.info(
@@ -64,3 +57,27 @@ def recover_consumer(
             recovered_by,
         )
     return len(deliveries)
+
+
+def _settle(
+    broker: Broker,
+    settler: Settler,
+    delivery: Delivery,
+    outcome: Outcome | None,
+    error_type: type[TaskqError],
+) -> None:
+    if outcome is None:
+        broker.requeue(delivery)
+        log.info("Message %s returned to ready/ (worker stopped)", delivery.name)
+        return
+    opened = settler.open(delivery)
+    if opened is None:
+        return
+    message, payload = opened
+    error = error_type(
+        f"task {message.task}[{message.id}]: worker {delivery.consumer} "
+        + ("passed the hard time limit" if outcome is Outcome.TIME_LIMIT else "died")
+    )
+    decision = settle(message, outcome, time.time())
+    settler.apply(delivery, message, payload, decision, outcome, error)
+    describe(message, decision, error)

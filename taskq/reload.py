@@ -97,6 +97,7 @@ class HotReload:
         logging.getLogger("watchdog").setLevel(logging.CRITICAL)
         self.watcher = SourceWatcher(self.spec, debounce=settings.reload_debounce)
         self.serving_since = _clock()
+        self.refused = False  # the last save did not import: the code on disk is broken
         watched = [*self.spec.roots, *self.spec.files]
         log.info("Watching for changes: %s", ", ".join(str(p) for p in watched))
 
@@ -137,9 +138,11 @@ class HotReload:
             return None
         self.settings = settings
         self.serving_since = _clock()
+        self.refused = False
         return settings, changed
 
     def _refuse(self, names: str, why: str) -> None:
+        self.refused = True
         log.error(
             "RELOAD REFUSED after changes to %s: %s. Still serving the code loaded at %s; "
             "fix it and save again.",
@@ -148,6 +151,18 @@ class HotReload:
             self.serving_since,
         )
         return None
+
+    def child_failed_import(self, slot: int) -> None:
+        """Say why a respawned child cannot serve while the last save was refused:
+        a new process imports the code on disk, not the code that was checked."""
+        if self.refused:
+            log.warning(
+                "Worker %s restarted into the code on disk, whose last save was refused: it "
+                "serves nothing until a save imports cleanly; the other workers keep the code "
+                "loaded at %s",
+                slot,
+                self.serving_since,
+            )
 
     def stop(self) -> None:
         self.watcher.stop()

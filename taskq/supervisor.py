@@ -4,7 +4,8 @@ It never imports user code (so a bad save or a crashing task cannot take it
 down). It forks children, respawns only the dead ones (backing off when they
 crash-loop), kills a child past its hard time limit, promotes due scheduled
 messages, recovers the claims of dead consumers, expires results, and turns
-SIGTERM/SIGINT into a warm, then a cold, shutdown.
+SIGTERM/SIGINT into a warm, then a cold, shutdown. An I/O error in a chore
+never ends it (see ``housekeeping``).
 """
 
 from __future__ import annotations
@@ -27,11 +28,10 @@ from .app import open_broker
 from .brokers.base import Broker
 from .brokers.trust import TrustWatch
 from .config import Settings
-from .errors import TimeLimitExceeded, WorkerLost
+from .housekeeping import Chores, Recoveries, Sweep
 from .keys import Keyring, keyring_for
 from .message import new_id, validate_queue
 from .policy import Outcome
-from .recovery import recover_consumer
 from .reload import HotReload
 from .slots import Slot
 from .worker import EXIT_IMPORT_ERROR, child_main
@@ -41,6 +41,8 @@ log = logging.getLogger("taskq.supervisor")
 _TICK = 0.25  # seconds between housekeeping rounds when nothing wakes us sooner
 _SWEEP_EVERY = 1.0  # seconds between dead-consumer sweeps and status updates
 _EXPIRE_EVERY = 60.0  # seconds between result-expiry and tmp/ sweeps
+_SWEEP_BUDGET = 0.015  # seconds of sweeping a round: the longest it may hold up the rest
+_SWEEPING_TICK = 0.035  # seconds between rounds while a sweep is unfinished
 _TMP_MAX_AGE = 300.0  # a tmp/ file older than this belongs to a crashed writer
 _BACKOFF_MAX = 30.0  # longest wait before respawning a crash-looping child
 
@@ -80,7 +82,7 @@ class Supervisor:
     _stop_requests: int = 0
     _wake_r: int = -1
     _next_sweep: float = 0.0
-    _next_expire: float = 0.0
+    _chores: Chores = field(default_factory=Chores)
     _hot_reload: HotReload | None = None
     _swaps: list[Swap] = field(default_factory=list)  # a save during a swap starts another
     _trust: TrustWatch = field(init=False)  # re-checks the broker's owners and modes
@@ -93,6 +95,8 @@ class Supervisor:
         self.key = keyring_for(self.settings, self.broker)
         self._trust = TrustWatch(self.broker, self.settings.trust_check_interval)
         self._ctx = multiprocess.get_context("fork")
+        self._sweep = Sweep(self.broker, every=_EXPIRE_EVERY, budget=_SWEEP_BUDGET)
+        self._recoveries = Recoveries(self.broker, self.key, self.name, self._chores)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -109,7 +113,7 @@ class Supervisor:
             ",".join(self.settings.queues),
             self.settings.broker,
         )
-        self._sweep_dead_consumers()
+        self._recoveries.sweep(live=set())
         if self.settings.reload and self.reread is not None:
             self._hot_reload = HotReload(self.settings, self.reread, self._ctx, self.config_file)
         self._start_pool()
@@ -119,7 +123,8 @@ class Supervisor:
         if self._hot_reload is not None:
             self._hot_reload.stop()
         self._shutdown()
-        self.broker.unregister_worker(self.name)
+        with self._chores.chore("unregister from workers/"):
+            self.broker.unregister_worker(self.name)
         log.info("taskq worker %s stopped", self.name)
         self._trust.raise_error()  # stopped because the broker became untrusted: exit 1
         return 0
@@ -130,21 +135,19 @@ class Supervisor:
         self._enforce_time_limits(now)
         self._retire_overdue(now)
         if self._hot_reload is not None:
-            plan = self._hot_reload.check()
-            if plan is not None:
-                self._roll_pool(*plan)
+            self._check_sources(self._hot_reload)
         self._finish_swap()
         if self._trust.failed(now):
             self._stop_requests = max(self._stop_requests, 1)  # a warm shutdown
-        self.broker.promote_due(now)
+        with self._chores.chore("promote due messages from scheduled/"):
+            self.broker.promote_due(now)
         if now >= self._next_sweep:
             self._next_sweep = now + _SWEEP_EVERY
-            self._sweep_dead_consumers()
-            self.broker.publish_worker_state(self.name, self.state())
-        if now >= self._next_expire:
-            self._next_expire = now + _EXPIRE_EVERY
-            self.broker.expire_results(now - self.settings.result_expires)
-            self.broker.sweep_tmp(now - _TMP_MAX_AGE)
+            self._recoveries.sweep(live={c.consumer for c in self.children})
+            with self._chores.chore("publish the status into workers/"):
+                self.broker.publish_worker_state(self.name, self.state())
+        with self._chores.chore("delete expired results and litter"):
+            self._sweep.tick(now, now - self.settings.result_expires, now - _TMP_MAX_AGE)
         for child in self.children:
             if child.process is None and child.retire_by is None and now >= child.respawn_at:
                 self._spawn(child)
@@ -153,10 +156,10 @@ class Supervisor:
         # Wake early when a child dies, a signal arrives (set_wakeup_fd) or sources change.
         waitables = [c.process.sentinel for c in self.children if c.process is not None]
         waitables.append(self._wake_r)
-        timeout = _TICK
+        timeout = _SWEEPING_TICK if self._sweep.pending else _TICK
         if self._hot_reload is not None:
             waitables.append(self._hot_reload.fileno())
-            timeout = self._hot_reload.timeout(_TICK)
+            timeout = self._hot_reload.timeout(timeout)
         wait(waitables, timeout=timeout)
         try:
             while os.read(self._wake_r, 512):
@@ -182,9 +185,10 @@ class Supervisor:
             args=(self.settings, child.slot, child.consumer),
             name=f"worker-{child.slot.index}",
         )
-        process.start()
-        child.process = process
-        child.started = time.monotonic()
+        with self._chores.chore("start a worker process"):
+            process.start()  # a failed fork is tried again on the next round
+            child.process = process
+            child.started = time.monotonic()
 
     def _reap(self) -> None:
         for child in list(self.children):
@@ -209,6 +213,8 @@ class Supervisor:
             outcome = child.kill_reason
         elif exitcode in (0, EXIT_IMPORT_ERROR):
             outcome = None  # a clean exit holds no claims; give back any leftovers
+            if exitcode == EXIT_IMPORT_ERROR and self._hot_reload is not None:
+                self._hot_reload.child_failed_import(child.slot.index)
         else:
             outcome = Outcome.KILLED
             log.error(
@@ -217,8 +223,7 @@ class Supervisor:
                 child.process and child.process.pid,
                 exitcode,
             )
-        error = TimeLimitExceeded if outcome is Outcome.TIME_LIMIT else WorkerLost
-        recover_consumer(self.broker, self.key, child.consumer, outcome, error, self.name)
+        self._recoveries.settle(child.consumer, outcome)
 
     def _plan_respawn(self, child: Child, crashed: bool) -> None:
         early_death = crashed and time.monotonic() - child.started < 5.0
@@ -245,6 +250,13 @@ class Supervisor:
                 _kill(child.process.pid)
 
     # -- reload ---------------------------------------------------------------
+
+    def _check_sources(self, hot_reload: HotReload) -> None:
+        plan = None
+        with self._chores.chore("check the changed sources"):
+            plan = hot_reload.check()
+        if plan is not None:
+            self._roll_pool(*plan)
 
     def _roll_pool(self, settings: Settings, changed: list[Path]) -> None:
         """Start a pool on the new code; the old one finishes its tasks and exits."""
@@ -283,14 +295,6 @@ class Supervisor:
                 (time.monotonic() - swap.started) * 1000,
                 swap.in_flight,
             )
-
-    def _sweep_dead_consumers(self) -> None:
-        mine = {c.consumer for c in self.children}
-        for consumer in self.broker.dead_consumers():
-            if consumer not in mine:
-                recover_consumer(
-                    self.broker, self.key, consumer, Outcome.KILLED, WorkerLost, self.name
-                )
 
     # -- shutdown -------------------------------------------------------------
 

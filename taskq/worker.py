@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 from .brokers.base import Broker, Consumer, Delivery
 from .config import Settings
 from .errors import (
-    DiskFull,
     Retry,
     SerializationError,
     SoftTimeLimitExceeded,
@@ -43,9 +42,15 @@ class Worker:
     """Runs claimed messages in this process and settles each one."""
 
     def __init__(
-        self, broker: Broker, key: Keyring, consumer: Consumer, slot: Slot | None = None
+        self,
+        broker: Broker,
+        key: Keyring,
+        consumer: Consumer,
+        slot: Slot | None = None,
+        default_time_limit: float = 0.0,
     ) -> None:
         self.broker = broker
+        self.default_time_limit = default_time_limit
         self.key = key
         self.consumer = consumer
         self.slot = slot or Slot(0)
@@ -117,7 +122,9 @@ class Worker:
     ) -> None:
         log.info("Task %s[%s] received", message.task, message.id)
         started = time.time()
-        deadline = started + message.time_limit if message.time_limit else 0.0
+        # A task's own time_limit=0 means no limit; None means the worker's default.
+        limit = self.default_time_limit if message.time_limit is None else message.time_limit
+        deadline = started + limit if limit else 0.0
         self.slot.start(message.id, message.task, started, deadline)
         outcome, value, countdown = run_task(task, message, args, kwargs)
         self.slot.finish()
@@ -155,7 +162,7 @@ class Worker:
         while True:
             try:
                 result = step()
-            except (OSError, DiskFull) as exc:
+            except OSError as exc:  # DiskFull too
                 if not failing:
                     log.error("Cannot settle a message (%s): trying again until it works", exc)
                 failing = True
@@ -270,7 +277,7 @@ def child_main(settings: Settings, slot: Slot, consumer_name: str) -> None:
         log.error("Cannot import the task modules: %s", describe_import_error(exc))
         sys.exit(EXIT_IMPORT_ERROR)
     consumer = app.broker.open_consumer(settings.queues, consumer_name)
-    worker = Worker(app.broker, app.key, consumer, slot)
+    worker = Worker(app.broker, app.key, consumer, slot, settings.default_time_limit)
     state["worker"] = worker
     worker.stopping = state["stop"]
     try:

@@ -15,7 +15,7 @@ States a message goes through::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -115,6 +115,10 @@ class Broker(Protocol):
     def forget_consumer(self, consumer: str) -> None:
         """Remove a recovered consumer once its claims are settled."""
 
+    def abandon_recovery(self, consumer: str) -> None:
+        """Give up a recovery that failed half-way (a full disk): release the dead
+        consumer, so that the next sweep takes over the claims still left."""
+
     def counts(self) -> dict[str, QueueCounts]:
         """Messages per state, per queue."""
 
@@ -160,6 +164,11 @@ class Broker(Protocol):
         """Raise BrokerError if the broker's folders or key are no longer safe to
         use (owned or writable by users not trusted, replaced by links)."""
 
+    def sweep_steps(self, results_before: float, litter_before: float) -> Iterator[bool]:
+        """``expire_results`` and ``sweep_tmp`` as one walk the caller drives a step
+        (one file) at a time; each step says whether it deleted a file. A walk
+        dropped half-way loses nothing: the next one finds what is left."""
+
     def register_worker(self, name: str) -> None:
         """Announce a live supervisor (its liveness is kept like a consumer's)."""
 
@@ -168,6 +177,10 @@ class Broker(Protocol):
 
     def unregister_worker(self, name: str) -> None:
         """Remove a supervisor that is stopping."""
+
+    def forget_dead_workers(self) -> list[str]:
+        """Remove what supervisors that died without unregistering left (their lock
+        is free), never one being registered; return their names."""
 
     def worker_states(self) -> list[dict[str, Any]]:
         """The last published state of every live supervisor."""

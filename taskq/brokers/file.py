@@ -25,9 +25,9 @@ import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from ..errors import DiskFull, TaskqError
+from ..errors import TaskqError
 from ..message import (
     Message,
     eta_of,
@@ -41,23 +41,24 @@ from .consumer import FileConsumer, read_claimed
 from .file_stores import STATES, FileStores
 from .fs import (
     fsync_dir,
-    full_disk,
     link_new,
     lock_is_free,
     prepare_root,
+    raise_disk_full,
     read_file,
     read_signed,
     release_lock,
-    remove_older,
+    removal_steps,
     sync_files,
     try_lock,
     write_new,
 )
-from .spares import UNUSED_FOR, SparePool
+from .spares import KEEP, UNUSED_FOR, SparePool
 from .trust import Trust, check_umask, make_folder, private
 
 _LOCK = ".lock"
 _BATCH = 1000  # messages a durable publish_many makes durable with one flush
+_SPARES_A_SWEEP = 5_000  # spares deleted at most by one sweep
 
 
 class FileBroker(FileStores):
@@ -137,7 +138,7 @@ class FileBroker(FileStores):
             if self.durable:
                 fsync_dir(qdir / state)
         except OSError as exc:
-            _raise_full_disk(exc, qdir / state)
+            raise_disk_full(exc, qdir / state)
 
     def _place(self, qdir: Path, state: str, name: str, data: bytes) -> None:
         # The message appears in its folder whole or not at all: a recycled spare
@@ -178,12 +179,10 @@ class FileBroker(FileStores):
             for batch in _chunks(items):
                 self._publish_batch(batch, published)
         except OSError as exc:
-            full = full_disk(exc, self.root / "queues")
-            if full is None:
-                raise
-            raise DiskFull(
-                f"{full} ({published[0]} message(s) of this batch were enqueued before it)"
-            ) from exc
+            enqueued = (
+                f" for message {published[0] + 1}; the {published[0]} before it were enqueued"
+            )
+            raise_disk_full(exc, self.root / "queues", enqueued)
         return published[0]
 
     def _publish_batch(self, batch: Sequence[tuple[Message, bytes]], published: list[int]) -> None:
@@ -323,6 +322,10 @@ class FileBroker(FileStores):
         self._recovering[consumer] = fds
         return deliveries
 
+    def abandon_recovery(self, consumer: str) -> None:
+        for fd in self._recovering.pop(consumer, []):
+            release_lock(fd)
+
     def forget_consumer(self, consumer: str) -> None:
         for _, folder in self._consumer_dirs(consumer):
             with contextlib.suppress(FileNotFoundError):
@@ -400,9 +403,24 @@ class FileBroker(FileStores):
         return None
 
     def sweep_tmp(self, older_than: float) -> int:
-        removed = sum(remove_older(self.queue_dir(q) / "tmp", older_than) for q in self.queues())
-        removed += self.spares.tidy(time.time() - UNUSED_FOR)
-        return removed + remove_older(self._results, older_than, only_prefix=".")
+        return sum(self.litter_steps(older_than))
+
+    def sweep_steps(self, results_before: float, litter_before: float) -> Iterator[bool]:
+        yield from self.expiry_steps(results_before)
+        yield from self.litter_steps(litter_before)
+
+    def litter_steps(self, older_than: float) -> Iterator[bool]:
+        for queue in self.queues():
+            yield from removal_steps(self.queue_dir(queue) / "tmp", older_than)
+        # Spares beyond KEEP and unused ones, at most _SPARES_A_SWEEP a sweep so
+        # that the frees are spread out.
+        removed = 0
+        for step in removal_steps(self.spares.folder, time.time() - UNUSED_FOR, keep=KEEP):
+            removed += step
+            yield step
+            if removed >= _SPARES_A_SWEEP:
+                break
+        yield from removal_steps(self._results, older_than, only_prefix=".")
 
 
 def _read_record(path: Path) -> dict[str, Any]:
@@ -415,13 +433,6 @@ def _read_record(path: Path) -> dict[str, Any]:
     if not isinstance(record, dict):
         return {"reason": "unreadable-record", "exc_message": f"{path.name}: not a JSON object"}
     return record
-
-
-def _raise_full_disk(exc: OSError, where: Path) -> NoReturn:
-    full = full_disk(exc, where)
-    if full is None:
-        raise exc
-    raise full from exc
 
 
 def _chunks(items: Iterable[tuple[Message, bytes]]) -> Iterator[list[tuple[Message, bytes]]]:

@@ -6,25 +6,30 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import BrokerError
 from ..keys import Keyring
 from ..message import new_id, validate_task_id
 from .file_keys import FileKeys
 from .fs import (
-    hold_lock,
     lock_is_free,
     read_file,
     read_signed,
     release_lock,
-    remove_older,
+    removal_steps,
+    try_lock,
     write_new,
 )
 from .trust import Trust, check_folder, make_folder
 
 STATES = ("tmp", "ready", "scheduled", "claimed", "dead")  # the folders of each queue
+# A dotted file in workers/ (a lock being registered, a status being written)
+# older than this was left by a process that died in the middle.
+_LITTER_AGE = 60.0
 
 
 class FileStores:
@@ -39,13 +44,27 @@ class FileStores:
     def register_worker(self, name: str) -> None:
         folder = self.root / "workers"
         make_folder(folder, self.trust, self.root)
-        self._worker_locks[name] = hold_lock(folder / f"{name}.lock", self.trust.file_mode)
+        # Locked under a dotted name, then renamed: a sweeper never meets the
+        # <name>.lock of a supervisor being born while it is not locked yet.
+        staging = folder / f".{name}.{new_id()}.lock"
+        write_new(staging, b"", mode=self.trust.file_mode)
+        fd = try_lock(staging)
+        if fd is None:
+            raise BrokerError(f"cannot lock {staging}, a file this process just created")
+        os.rename(staging, folder / f"{name}.lock")
+        self._worker_locks[name] = fd
 
     def publish_worker_state(self, name: str, state: Mapping[str, Any]) -> None:
         folder = self.root / "workers"
         tmp = folder / f".{name}.{new_id()}.tmp"
-        write_new(tmp, json.dumps(dict(state)).encode(), mode=self.trust.file_mode)
-        os.rename(tmp, folder / f"{name}.json")
+        try:
+            write_new(tmp, json.dumps(dict(state)).encode(), mode=self.trust.file_mode)
+            os.rename(tmp, folder / f"{name}.json")
+        except OSError:
+            # A full disk fails this every second: leave no litter each time.
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
 
     def unregister_worker(self, name: str) -> None:
         folder = self.root / "workers"
@@ -55,6 +74,28 @@ class FileStores:
         fd = self._worker_locks.pop(name, None)
         if fd is not None:
             release_lock(fd)
+
+    def forget_dead_workers(self) -> list[str]:
+        folder = self.root / "workers"
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return []
+        litter_before = time.time() - _LITTER_AGE
+        gone = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat().st_mtime < litter_before:
+                        os.unlink(entry.path)
+                continue
+            name = entry.name.removesuffix(".lock")
+            # Never probe our own lock: a record lock looks free to its owner, and
+            # closing the probe's descriptor would drop it.
+            mine = name in self._worker_locks
+            if entry.name.endswith(".lock") and not mine and _remove_if_dead(folder, name):
+                gone.append(name)
+        return gone
 
     def worker_states(self) -> list[dict[str, Any]]:
         states = []
@@ -82,7 +123,10 @@ class FileStores:
             os.unlink(self._results / task_id)
 
     def expire_results(self, older_than: float) -> int:
-        return remove_older(self._results, older_than)
+        return sum(self.expiry_steps(older_than))
+
+    def expiry_steps(self, older_than: float) -> Iterator[bool]:
+        return removal_steps(self._results, older_than)
 
     def keys(self) -> Keyring:
         return Keyring.from_source(FileKeys(self.root, self.trust))
@@ -107,3 +151,23 @@ class FileStores:
             for folder in (qdir, *(qdir / state for state in STATES)):
                 check_folder(folder, self.trust, self.root)
         FileKeys(self.root, self.trust).check()
+
+
+def _remove_if_dead(folder: Path, name: str) -> bool:
+    lock = folder / f"{name}.lock"
+    fd = try_lock(lock)
+    if fd is None:
+        return False
+    try:
+        # Still the file we locked, not one a new supervisor of the same name
+        # (a reused pid) renamed in meanwhile.
+        if os.fstat(fd).st_ino != os.stat(lock).st_ino:
+            return False
+        for path in (folder / f"{name}.json", lock):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        release_lock(fd)

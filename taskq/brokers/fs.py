@@ -11,8 +11,9 @@ import fcntl
 import os
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 from ..errors import BrokerError, DiskFull, UnsafeEntry
 from .trust import Trust, check_folder, share
@@ -112,20 +113,23 @@ def write_all(fd: int, data: bytes, path: str | Path) -> None:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
             view = view[written:]
     except OSError as exc:
-        full = full_disk(exc, path)
-        if full is None:
-            raise
-        raise full from exc
+        raise_disk_full(exc, path)
 
 
-def full_disk(exc: OSError, path: str | Path) -> DiskFull | None:
-    """``DiskFull`` (saying where) if ``exc`` means a full disk or quota."""
+def raise_disk_full(exc: OSError, path: str | Path, context: str = "") -> NoReturn:
+    """Raise ``DiskFull`` (saying where, and ``context``) for a full disk or quota,
+    else ``exc`` itself."""
+    if isinstance(exc, DiskFull) and not context:
+        raise exc
     if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-        return None
-    return DiskFull(
+        raise exc
+    full = DiskFull(
         f"no space left on the broker's filesystem writing {path} "
-        f"({exc.strerror}): nothing was written; free some space and try again"
+        f"({exc.strerror or 'No space left on device'}): nothing was written{context}; "
+        "free some space and try again"
     )
+    full.errno = exc.errno  # no strerror: str() stays the message above
+    raise full from exc
 
 
 def write_new(path: str | Path, data: bytes, sync: bool = False, mode: int = 0o600) -> None:
@@ -221,17 +225,26 @@ def prepare_root(root: Path, trust: Trust) -> None:
 # them, so a task's forked grandchild that outlives its worker would keep the
 # worker "alive" and its claims stuck. Every lock fd this process holds is
 # closed in a forked child (at-fork hook); close-on-exec covers exec.
-_held: set[int] = set()
+_held: dict[int, tuple[int, int]] = {}  # lock fd -> (device, inode) of its file
 
 
 def _drop_inherited_locks() -> None:
-    for fd in _held:
+    for fd, file in _held.items():
+        # Only if the number still names that lock file: never someone else's fd.
         with contextlib.suppress(OSError):
-            os.close(fd)
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == file:
+                os.close(fd)
     _held.clear()
 
 
 os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
+def _note_held(fd: int) -> int:
+    st = os.fstat(fd)
+    _held[fd] = (st.st_dev, st.st_ino)
+    return fd
 
 
 def lock_is_free(path: Path) -> bool:
@@ -253,8 +266,7 @@ def try_lock(path: Path) -> int | None:
     except BlockingIOError:
         os.close(fd)
         return None
-    _held.add(fd)
-    return fd
+    return _note_held(fd)
 
 
 def hold_lock(path: Path, mode: int = 0o600) -> int:
@@ -266,12 +278,11 @@ def hold_lock(path: Path, mode: int = 0o600) -> int:
     except OSError:
         os.close(fd)
         raise
-    _held.add(fd)
-    return fd
+    return _note_held(fd)
 
 
 def release_lock(fd: int) -> None:
-    _held.discard(fd)
+    _held.pop(fd, None)
     os.close(fd)
 
 
@@ -302,13 +313,27 @@ def sync_files(root: Path, paths: list[str]) -> None:
 
 
 def remove_older(folder: Path, older_than: float, only_prefix: str = "") -> int:
-    removed = 0
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(folder):
-            if not entry.name.startswith(only_prefix):
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                if entry.stat().st_mtime < older_than:
-                    os.unlink(entry.path)
-                    removed += 1
-    return removed
+    return sum(removal_steps(folder, older_than, only_prefix))
+
+
+def removal_steps(
+    folder: Path, older_than: float, only_prefix: str = "", keep: int | None = None
+) -> Iterator[bool]:
+    """Delete the files of ``folder`` last written before ``older_than`` (and, with
+    ``keep``, every one listed after the first ``keep``), one entry a step: each
+    step says whether it deleted one. The caller drives it a few milliseconds at a
+    time, so a folder of 100,000 expired files never blocks it for seconds; a walk
+    dropped half-way leaves only files that the next one finds again."""
+    try:
+        entries = os.scandir(folder)
+    except FileNotFoundError:
+        return
+    with entries:
+        for count, entry in enumerate(entries):
+            removed = False
+            if entry.name.startswith(only_prefix):
+                with contextlib.suppress(FileNotFoundError):
+                    if (keep is not None and count >= keep) or entry.stat().st_mtime < older_than:
+                        os.unlink(entry.path)
+                        removed = True
+            yield removed

@@ -1,7 +1,8 @@
-"""Tasks for the fault tests: a full disk, hostile entries, forking and odd exceptions.
+"""Tasks for the fault tests: a full disk, hostile entries, forking, odd exceptions,
+and tasks that hang (for the supervisor's time limits).
 
-Like ``itasks``, each task leaves evidence outside the worker (one line
-appended to a file the test names).
+Each leaves evidence outside the worker (one line appended to a file the test
+names).
 """
 
 from __future__ import annotations
@@ -55,3 +56,24 @@ def note_and_return(path: str, n: int) -> int:
     """Record that ``n`` ran; its result is stored."""
     note(path, str(n))
     return n
+
+
+@task(max_retries=1, retry_backoff=0.1, retry_jitter=False)
+def hangs(path: str) -> None:
+    """No time_limit of its own: only the worker's default_time_limit stops it."""
+    note(path, f"start {os.getpid()}")
+    time.sleep(3600)
+
+
+@task(time_limit=0)
+def sleeps_without_limit(seconds: float) -> str:
+    time.sleep(seconds)
+    return "woke"
+
+
+@task(bind=True, max_retries=2, retry_backoff=0.1, retry_jitter=False)
+def hangs_first_time(self, path: str) -> int:  # type: ignore[no-untyped-def]
+    note(path, f"start {self.request.retries} {os.getpid()}")
+    if self.request.retries == 0:
+        time.sleep(3600)
+    return int(self.request.retries)

@@ -109,3 +109,26 @@ def test_delay_on_a_full_disk_raises_and_every_accepted_message_runs_once(
     drain(start_worker, taskq_app, log, len(second))
     assert sorted(int(n) for n in lines(str(log))) == second
     assert taskq_app.broker.dead_letters() == []
+
+
+def test_a_result_that_cannot_be_stored_waits_for_space_and_the_task_runs_once(
+    taskq_app: App, start_worker: Callable[..., WorkerProcess], broker_dir: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "ran"
+    worker = start_worker(modules="itasks_faults", concurrency=1)
+    result = itasks_faults.note_and_return.apply_async((str(log), 7), countdown=1.0)
+    filler = broker_dir.parent / "filler"
+    with pytest.raises(OSError), open(filler, "wb") as f:
+        for _ in range(1000):
+            f.write(b"\0" * 65536)
+            f.flush()
+
+    wait_for(lambda: lines(str(log)) == ["7"], timeout=20, what="the task to run")
+    wait_for(lambda: "Cannot settle a message" in worker.log(), timeout=10, what="the settle error")
+    assert result.status != "SUCCESS"
+
+    filler.unlink()
+    assert result.get(timeout=20) == 7
+    assert lines(str(log)) == ["7"]  # stored once space returned, never run again
+    assert worker.log().count("Cannot settle a message") == 1
+    assert taskq_app.broker.dead_letters() == []

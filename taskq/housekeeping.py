@@ -1,0 +1,139 @@
+"""The supervisor's chores, kept from ever stopping supervision.
+
+Two dangers: an I/O error (a full disk) raised out of a chore would end the
+supervisor, leaving its children unsupervised; and a chore that takes seconds
+(deleting 90,000 expired results) would hold up time limits, promotions,
+recovery and respawns for as long. So every chore runs under :class:`Chores`,
+which logs a failing chore once and carries on, and the long clean-up is a
+:class:`Sweep` that does a few milliseconds of work a round and resumes where
+it stopped. No thread: the supervisor forks its children.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+
+from .brokers.base import Broker
+from .errors import TimeLimitExceeded, WorkerLost
+from .keys import Keyring
+from .policy import Outcome
+from .recovery import recover_consumer
+
+log = logging.getLogger("taskq.supervisor")
+
+
+class Chores:
+    """Runs chores so that an I/O error never ends supervision.
+
+    A chore that fails is logged once (and again only if its error changes),
+    tried again when its turn comes, and logged once more when it works again.
+    """
+
+    def __init__(self) -> None:
+        self._failing: dict[str, int | None] = {}  # chore -> errno of its last failure
+
+    @contextlib.contextmanager
+    def chore(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            if what not in self._failing or self._failing[what] != exc.errno:
+                log.error("Cannot %s: %s. Supervising on; trying again on each round.", what, exc)
+            self._failing[what] = exc.errno
+            return
+        if what in self._failing:
+            del self._failing[what]
+            log.warning("Can %s again", what)
+
+    @property
+    def failing(self) -> list[str]:
+        return sorted(self._failing)
+
+
+class Sweep:
+    """The periodic clean-up (expired results, writers' litter, surplus spares),
+    driven ``budget`` seconds a round instead of all at once.
+
+    The first sweep starts at once, so a worker that lives less than a minute
+    still expires results; one cut short by a stop is done by the next start
+    (what it deleted is gone, the rest is found again).
+    """
+
+    def __init__(self, broker: Broker, every: float, budget: float) -> None:
+        self._broker = broker
+        self._every = every
+        self._budget = budget
+        self._steps: Iterator[bool] | None = None
+        self._due = 0.0
+        self._started = 0.0
+        self.removed = 0  # by the sweep in progress, or the last one
+
+    @property
+    def pending(self) -> bool:
+        return self._steps is not None
+
+    def tick(self, now: float, results_before: float, litter_before: float) -> None:
+        """Start a sweep if one is due, and run the current one for up to ``budget`` s."""
+        if self._steps is None:
+            if now < self._due:
+                return
+            self._steps = self._broker.sweep_steps(results_before, litter_before)
+            self._due = now + self._every
+            self._started = time.monotonic()
+            self.removed = 0
+        stop_at = time.monotonic() + self._budget
+        try:
+            for removed in self._steps:
+                self.removed += removed
+                if time.monotonic() >= stop_at:
+                    return
+        except BaseException:
+            self._steps = None
+            raise
+        self._steps = None
+        log.debug(
+            "Housekeeping: deleted %d file(s) in %.1f s",
+            self.removed,
+            time.monotonic() - self._started,
+        )
+
+
+class Recoveries:
+    """Settles the claims of dead consumers: the supervisor's own children as
+    they are reaped, others' (and those whose settling failed) every sweep."""
+
+    def __init__(self, broker: Broker, key: Keyring, name: str, chores: Chores) -> None:
+        self._broker = broker
+        self._key = key
+        self._name = name
+        self._chores = chores
+        # Consumers whose settling failed half-way (a full disk), with how they
+        # died: the next sweep settles their rest the same way.
+        self._unsettled: dict[str, Outcome | None] = {}
+
+    def settle(self, consumer: str, outcome: Outcome | None) -> None:
+        error = TimeLimitExceeded if outcome is Outcome.TIME_LIMIT else WorkerLost
+        self._unsettled[consumer] = outcome
+        with self._chores.chore("settle the messages of dead workers"):
+            recover_consumer(self._broker, self._key, consumer, outcome, error, self._name)
+            del self._unsettled[consumer]
+
+    def sweep(self, live: set[str]) -> None:
+        """Recover every dead consumer but ``live`` ones (this pool's), and forget
+        dead supervisors."""
+        dead: list[str] | None = None
+        with self._chores.chore("sweep dead consumers and supervisors"):
+            dead = self._broker.dead_consumers()
+            for name in self._broker.forget_dead_workers():
+                log.info("Removed the status files of dead supervisor %s", name)
+        if dead is None:
+            return
+        for consumer in dead:
+            if consumer not in live:
+                self.settle(consumer, self._unsettled.get(consumer, Outcome.KILLED))
+        # Recovered by another supervisor meanwhile: nothing left to remember.
+        keep = set(dead) | live
+        self._unsettled = {c: o for c, o in self._unsettled.items() if c in keep}
