@@ -5,8 +5,7 @@ and every accepted message runs exactly once when space returns."""
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import itasks_faults
@@ -23,31 +22,11 @@ FILLER = 256 * 1024  # bytes set aside before filling, freed to give the worker 
 
 
 @pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs to fill needs root")
-    mount_point = tmp_path / "mnt"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False, timeout=30)
+def broker_dir(small_disk: Path) -> Path:  # the plugin's fixtures put the broker on the tmpfs
+    return small_disk / "broker"
 
 
-@pytest.fixture
-def broker_dir(tmpfs: Path) -> Path:  # the plugin's fixtures put the broker on the tmpfs
-    return tmpfs / "broker"
-
-
-def fill(send: Callable[[int], object], tries: int) -> tuple[list[int], int]:
+def publish_until_full(send: Callable[[int], object], tries: int) -> tuple[list[int], int]:
     """Call ``send(i)`` ``tries`` times: the i accepted, and how many raised DiskFull."""
     accepted, refused = [], 0
     for i in range(tries):
@@ -83,7 +62,7 @@ def test_delay_on_a_full_disk_raises_and_every_accepted_message_runs_once(
     filler.write_bytes(b"\0" * FILLER)
 
     # New files: stopped by the disk, not by taskq.
-    first, refused = fill(
+    first, refused = publish_until_full(
         lambda i: itasks_faults.note_padded.delay(str(log), i, "y" * 10_000), tries=400
     )
     assert refused > 0 and len(first) > 50
@@ -99,7 +78,7 @@ def test_delay_on_a_full_disk_raises_and_every_accepted_message_runs_once(
     filler.write_bytes(b"\0" * FILLER)
     log.unlink()
     set_default_app(App(broker=str(broker_dir)))  # a new producer: it lists spare/ at once
-    second, refused = fill(
+    second, refused = publish_until_full(
         lambda i: itasks_faults.note_padded.delay(str(log), i, "z" * 30_000), tries=100
     )
     assert refused > 0 and second

@@ -7,18 +7,15 @@ the last byte by a filler file; deleting the filler gives the space back.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import signal
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import itasks
 import itasks_faults
 import pytest
-from helpers import wait_for
+from helpers import fill_disk, wait_for
 
 from taskq.app import App
 from taskq.results import SUCCESS
@@ -31,39 +28,9 @@ SETTLING_FAILS = "Cannot settle the messages of dead workers"
 
 
 @pytest.fixture
-def broker_dir(tmp_path: Path) -> Iterator[Path]:
+def broker_dir(small_disk: Path) -> Path:
     """The broker on a small tmpfs of its own (overrides the plugin's fixture)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs to fill needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mount = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
-        capture_output=True,
-        text=True,
-    )
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs on {disk}: {mount.stderr.strip()}")
-    try:
-        yield disk / "broker"
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Write a file until the filesystem is full; return it."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"\0" * 4096)
-    finally:
-        os.close(fd)
-    with pytest.raises(OSError) as error:
-        (disk / "probe").write_bytes(b"x" * 4096)
-    assert error.value.errno == errno.ENOSPC
-    return filler
+    return small_disk / "broker"
 
 
 def children_of(pid: int) -> set[int]:
@@ -80,7 +47,7 @@ def test_supervisor_survives_full_disk_keeps_respawning_and_catches_up(
 ) -> None:
     w = start_worker(concurrency=1)
     [child] = w.child_pids()
-    filler = fill(broker_dir.parent)
+    filler = fill_disk(broker_dir.parent)
 
     wait_for(lambda: count(w, STATUS_FAILS), 5, "the failing status to be logged")
     os.kill(child, signal.SIGKILL)
@@ -104,7 +71,7 @@ def test_recovery_blocked_by_full_disk_loses_nothing_and_finishes_when_space_ret
     result = itasks_faults.hangs_first_time.delay(runs)
     wait_for(lambda: itasks.lines(runs), 10, "the first attempt to start")
     [victim] = w.child_pids()
-    filler = fill(broker_dir.parent)
+    filler = fill_disk(broker_dir.parent)
 
     os.kill(victim, signal.SIGKILL)  # its settling must store a RETRY result: no space
     wait_for(lambda: count(w, SETTLING_FAILS), 5, "the failing settling to be logged")
