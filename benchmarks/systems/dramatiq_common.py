@@ -32,6 +32,13 @@ class DramatiqSystem(System):
         }
         self.broker, self.noop, self.stamp = make_broker(**self.settings)
 
+    def slow_sender(self, ms: float) -> Callable[[int], Any]:
+        slow = self.broker.get_actor("slow")
+        return lambda i: slow.send(i, ms)
+
+    def chaos_settings(self, variant: str) -> str:
+        return "defaults (acknowledged after the task; `Retries` middleware defaults)"
+
     def sender(self) -> Callable[[int], Any]:
         return self.noop.send
 

@@ -27,6 +27,7 @@ from .base import (
 )
 
 WORKER_CLASS = os.environ.get("BENCH_RQ_WORKER_CLASS", "rq.worker.SimpleWorker")
+CHAOS_RETRIES = 10  # W5: RQ retries an abandoned job that has retries left
 
 
 class RqSystem(System):
@@ -34,6 +35,13 @@ class RqSystem(System):
     packages = ("rq", "redis")
     servers = (("Redis", REDIS),)
     worker_mode = f"`rq worker-pool -n 2 -w {WORKER_CLASS}` (2 processes, no fork per job)"
+    chaos_recovery = (
+        "a job whose worker died stays in the StartedJobRegistry until its heartbeat expires "
+        "(job monitoring interval 30 s + 60 s) and a maintenance pass (every 10 minutes, "
+        "one per pool start at most) retries it (`Retry`) or fails it; a job taken into the "
+        "intermediate queue is cleaned up by the same pass. Beyond this run's bound: missing"
+    )
+    chaos_recovery_s = None
 
     def open(self, work: Path, token: str) -> None:
         from rq import Queue
@@ -46,6 +54,15 @@ class RqSystem(System):
 
     def stamper(self) -> Callable[[int, float], Any]:
         return functools.partial(self.queue.enqueue, record.stamp, result_ttl=0)
+
+    def slow_sender(self, ms: float) -> Callable[[int], Any]:
+        from rq import Retry
+
+        retry = Retry(max=CHAOS_RETRIES)
+        return lambda i: self.queue.enqueue(record.slow, i, ms, result_ttl=0, retry=retry)
+
+    def chaos_settings(self, variant: str) -> str:
+        return f"`enqueue(..., retry=Retry(max={CHAOS_RETRIES}), result_ttl=0)`, defaults otherwise"
 
     def worker_argv(self) -> list[str]:
         return [
