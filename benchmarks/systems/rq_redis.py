@@ -88,15 +88,26 @@ class RqSystem(System):
         redis_delete_matching(self.redis, f"rq:*{self.queue.name}*")
         name = self.queue.name.encode()
         # A job in flight when its worker was stopped is in no queue any more, and a
-        # stopped worker leaves its hash (with a TTL): find ours by their queue.
+        # stopped (or killed) worker leaves its hash (with a TTL): find ours by their
+        # queue, and the records of their executions by the job's or worker's key.
         for key in self.redis.scan_iter(match="rq:job:*", count=1000):
-            if self.redis.hget(key, "origin") == name:
-                self.redis.delete(key)
+            if self._hash_field(key, "origin") == name:
+                job_id = key.decode().split(":", 2)[2]
+                self.redis.delete(key, f"rq:executions:{job_id}")
+                redis_delete_matching(self.redis, f"rq:execution:{job_id}:*")
         for key in self.redis.scan_iter(match="rq:worker:*", count=1000):
-            if self.redis.hget(key, "queues") == name:
+            if self._hash_field(key, "queues") == name:
                 self.redis.srem("rq:workers", key)
-                self.redis.delete(key)
+                self.redis.delete(key, key + b":executions")
         self.redis.close()
+
+    def _hash_field(self, key: bytes, name: str) -> bytes | None:
+        """A field of ``key`` if it is a hash (RQ keeps sets and sorted sets under the
+        same prefixes), else None."""
+        if self.redis.type(key) != b"hash":
+            return None
+        value: bytes | None = self.redis.hget(key, name)
+        return value
 
 
 SYSTEM = RqSystem
