@@ -171,8 +171,10 @@ def body(
         outcome.metrics["W5_all_s"] = drained - started
         time.sleep(LATE)  # a late redelivery shows up as a duplicate
     outcome.metrics.update(W5_exits=chaos.exits, W5_starts=chaos.starts)
-    outcome.detail = f"chaos ended: {ended_by}; " + (
-        f"every id ran {drained - calm:.1f} s later"
-        if drained is not None
-        else f"{n - tally.distinct:,} ids had not run {bound:g} s later"
-    )
+    if drained is None:
+        after = f"{n - tally.distinct:,} ids had not run {bound:g} s later"
+    elif drained > calm:
+        after = f"every id ran {drained - calm:.1f} s later"
+    else:
+        after = "every id ran during the chaos"
+    outcome.detail = f"chaos ended: {ended_by}; {after}"

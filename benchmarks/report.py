@@ -286,16 +286,17 @@ def w1_to_w4(results: dict[str, Any], rows_: list[Row], chart: str | None) -> li
 
 CHAOS_HEAD = (
     "| system | run | ran | missing (never ran) | dead-lettered (poison) | duplicated "
-    "| kills: one process / whole worker | exited by itself | chaos s | drain after chaos s |"
+    "| kills: one process / whole worker | exited by itself | chaos s | drain after chaos s "
+    "| every id ran at s |"
 )
 
 
 def chaos_table(outcomes: list[Outcome], skipped: dict[str, str]) -> str:
     """W5: one line per row and run."""
-    lines = [CHAOS_HEAD, "|" + "---|" * 10]
+    lines = [CHAOS_HEAD, "|" + "---|" * 11]
     for o in outcomes:
         m = o.metrics
-        dead = f"{m['W5_dead']:.0f}" if "W5_dead" in m else "— (none kept)"
+        dead = f"{m['W5_dead']:.0f}" if "W5_dead" in m else "—"
         if o.status != "ok":
             ran = f"{o.status}: {o.ran:,} of {o.expected:,}"
         else:
@@ -306,12 +307,14 @@ def chaos_table(outcomes: list[Outcome], skipped: dict[str, str]) -> str:
             if "W5_drain_s" in m
             else f"not all in {m.get('W5_drain_bound_s', 0):g} s"
         )
+        done = f"{m['W5_all_s']:.1f}" if "W5_all_s" in m else "never"
         lines.append(
             f"| {o.system} | {o.run} | {ran} | {o.missing:,} | {dead} | {o.duplicated:,} "
-            f"| {kills} | {m.get('W5_exits', 0):.0f} | {m.get('W5_chaos_s', 0):.1f} | {drain} |"
+            f"| {kills} | {m.get('W5_exits', 0):.0f} | {m.get('W5_chaos_s', 0):.1f} | {drain} "
+            f"| {done} |"
         )
     for name in skipped:
-        lines.append(f"| {name} | — | skipped | — | — | — | — | — | — | — |")
+        lines.append(f"| {name} | — | skipped | — | — | — | — | — | — | — | — |")
     return "\n".join(lines)
 
 
@@ -331,12 +334,14 @@ def chaos_section(results: dict[str, Any], outcomes: list[Outcome]) -> list[str]
         chaos_table(outcomes, results["skipped"]),
         "",
         "*missing*: ids that never ran, dead-lettered ones included; *dead-lettered*: "
-        "messages the system set apart as poison (taskq's `dead/` folders, what "
-        "`taskq dead list` shows); *duplicated*: runs beyond the first (a kill after the "
+        "messages the system set apart as poison (taskq's `dead/` folders, what `taskq dead "
+        "list` shows; RQ's FailedJobRegistry), `—` where the system keeps no such record of a"
+        " task lost with its worker; *duplicated*: runs beyond the first (a kill after the "
         "task recorded its run and before its acknowledgement gives one under at-least-once "
         "delivery); *exited by itself*: the worker's main process exited after one of its "
-        "processes was killed, and the driver started it again; *drain after chaos*: from the "
-        "end of the chaos to the last id.",
+        "processes was killed, and the driver started it again; *drain after chaos*: from the"
+        " end of the chaos to the last id; *every id ran at*: from the first start of the "
+        "worker to the last id.",
         "",
         "Settings and recovery of each row:",
         "",

@@ -37,9 +37,10 @@ class RqSystem(System):
     worker_mode = f"`rq worker-pool -n 2 -w {WORKER_CLASS}` (2 processes, no fork per job)"
     chaos_recovery = (
         "a job whose worker died stays in the StartedJobRegistry until its heartbeat expires "
-        "(job monitoring interval 30 s + 60 s) and a maintenance pass (every 10 minutes, "
-        "one per pool start at most) retries it (`Retry`) or fails it; a job taken into the "
-        "intermediate queue is cleaned up by the same pass. Beyond this run's bound: missing"
+        "(job monitoring interval 30 s + 60 s); the next maintenance pass then retries it "
+        "(`Retry`) or fails it, and a worker runs that pass when it starts and every 10 "
+        "minutes. In the chaos, restarted workers run it; in the final drain no worker starts, "
+        "so a job abandoned in the last 90 s of the chaos counts as missing"
     )
     chaos_recovery_s = None
 
@@ -60,6 +61,12 @@ class RqSystem(System):
 
         retry = Retry(max=CHAOS_RETRIES)
         return lambda i: self.queue.enqueue(record.slow, i, ms, result_ttl=0, retry=retry)
+
+    def dead_letters(self) -> int | None:
+        """Jobs in the queue's FailedJobRegistry (an abandoned job without retries left)."""
+        from rq.registry import FailedJobRegistry
+
+        return len(FailedJobRegistry(queue=self.queue))
 
     def chaos_settings(self, variant: str) -> str:
         return f"`enqueue(..., retry=Retry(max={CHAOS_RETRIES}), result_ttl=0)`, defaults otherwise"
