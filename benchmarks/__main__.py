@@ -79,9 +79,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not (args.all or args.systems or args.workloads or args.render):
         p.error("give --all, or --systems and/or --workloads")
-    if args.markdown is None:
-        only_chaos = not args.all and args.workloads.replace(" ", "") == "W5"
-        args.markdown = HERE / "results" / ("chaos.md" if only_chaos else "latest.md")
     return args
 
 
@@ -103,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.render:
         results = suite.Results.load(args.render)
+        default_markdown(args, results.plan["workloads"])
         write(args, results, results.plan["systems"], args.render)
         return
     options = Options(
@@ -127,11 +125,19 @@ def main(argv: list[str] | None = None) -> None:
         depth_runs=args.runs if args.depth_runs is None else args.depth_runs,
         options=options,
     )
+    default_markdown(args, plan.workloads)
     results = suite.Results(plan=asdict(plan), environment=suite.environment(options))
     raw = args.markdown.with_suffix(".json")
     suite.run(plan, results, lambda: results.save(raw), keep=args.keep)
     results.save(raw)
     write(args, results, plan.systems, raw)
+
+
+def default_markdown(args: argparse.Namespace, workloads: list[str]) -> None:
+    """W5 alone writes ``results/chaos.md``, so it leaves the W1-W4 figures alone."""
+    if args.markdown is None:
+        only_chaos = list(workloads) == ["W5"]
+        args.markdown = HERE / "results" / ("chaos.md" if only_chaos else "latest.md")
 
 
 def write(args: argparse.Namespace, results: suite.Results, systems: list[str], raw: Path) -> None:

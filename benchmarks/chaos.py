@@ -155,8 +155,8 @@ def body(
     # The final drain: no more kills; the worker started again if it had exited.
     bound = drain_bound(system, options)
     outcome.metrics["W5_drain_bound_s"] = bound
-    drained = None
-    while True:
+    drained = calm if tally.distinct >= n else None
+    while drained is None:
         tally.poll()
         now = time.monotonic()
         if tally.distinct >= n:
