@@ -250,7 +250,7 @@ def markdown(
     if rows_:
         parts += w1_to_w4(results, rows_, chart)
     if chaos:
-        parts += chaos_section(results, list(chaos))
+        parts += ([""] if rows_ else []) + chaos_section(results, list(chaos))
     return "\n".join(parts) + "\n"
 
 
@@ -281,7 +281,7 @@ def w1_to_w4(results: dict[str, Any], rows_: list[Row], chart: str | None) -> li
         parts.append(f"- **{row.system}**: {mode}")
         parts += [f"  - {note}" for note in row.notes]
     parts += [f"- **{name}**: skipped: {why}" for name, why in results["skipped"].items()]
-    return [*parts, ""]
+    return parts
 
 
 CHAOS_HEAD = (
