@@ -2,6 +2,7 @@
 
     python -m benchmarks --all
     python -m benchmarks --systems taskq,huey-redis --workloads W1,W2,W3 --runs 3
+    python -m benchmarks --systems taskq,celery-redis --workloads W5 --runs 1   # chaos
 
 Prints a markdown table, writes it to --markdown (with the raw figures beside it as
 JSON) and a bar chart to --chart. Install the peers with ``pip install -e '.[bench]'``;
@@ -44,11 +45,33 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--stall-seconds", type=float, default=120.0, help="a drain with no progress this long ends"
     )
+    p.add_argument("--chaos-tasks", type=int, default=3_000, help="W5 tasks")
+    p.add_argument("--chaos-task-ms", type=float, default=5.0, help="W5: how long each task works")
+    p.add_argument("--seed", type=int, default=12, help="W5: seed of the kill schedule")
+    p.add_argument(
+        "--chaos-max-seconds", type=float, default=100.0, help="W5: bound on the chaos phase"
+    )
+    p.add_argument(
+        "--chaos-stall-seconds",
+        type=float,
+        default=15.0,
+        help="W5: the chaos stops once no new id ran this long",
+    )
+    p.add_argument(
+        "--chaos-drain-seconds",
+        type=float,
+        default=30.0,
+        help="W5: bound on the final drain (longer for a system whose recovery acts later)",
+    )
     p.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()), help="where brokers' files go"
     )
     p.add_argument("--keep", action="store_true", help="keep each scenario's folder (worker logs)")
-    p.add_argument("--markdown", type=Path, default=HERE / "results" / "latest.md")
+    p.add_argument(
+        "--markdown",
+        type=Path,
+        help="default: results/latest.md, or results/chaos.md when W5 is the only workload",
+    )
     p.add_argument("--chart", type=Path, default=HERE / "results" / "chart.png")
     p.add_argument(
         "--render", type=Path, metavar="JSON", help="no run: rebuild table and chart from a JSON"
@@ -77,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.render:
         results = suite.Results.load(args.render)
+        default_markdown(args, results.plan["workloads"])
         write(args, results, results.plan["systems"], args.render)
         return
     options = Options(
@@ -87,6 +111,12 @@ def main(argv: list[str] | None = None) -> None:
         max_seconds=args.max_seconds,
         stall_seconds=args.stall_seconds,
         workdir=args.workdir,
+        chaos_tasks=args.chaos_tasks,
+        chaos_task_ms=args.chaos_task_ms,
+        chaos_seed=args.seed,
+        chaos_max_seconds=args.chaos_max_seconds,
+        chaos_stall_seconds=args.chaos_stall_seconds,
+        chaos_drain_seconds=args.chaos_drain_seconds,
     )
     plan = suite.Plan(
         systems=choose("" if args.all else args.systems, suite.all_systems(), "system"),
@@ -95,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         depth_runs=args.runs if args.depth_runs is None else args.depth_runs,
         options=options,
     )
+    default_markdown(args, plan.workloads)
     results = suite.Results(plan=asdict(plan), environment=suite.environment(options))
     raw = args.markdown.with_suffix(".json")
     suite.run(plan, results, lambda: results.save(raw), keep=args.keep)
@@ -102,16 +133,25 @@ def main(argv: list[str] | None = None) -> None:
     write(args, results, plan.systems, raw)
 
 
+def default_markdown(args: argparse.Namespace, workloads: list[str]) -> None:
+    """W5 alone writes ``results/chaos.md``, so it leaves the W1-W4 figures alone."""
+    if args.markdown is None:
+        only_chaos = list(workloads) == ["W5"]
+        args.markdown = HERE / "results" / ("chaos.md" if only_chaos else "latest.md")
+
+
 def write(args: argparse.Namespace, results: suite.Results, systems: list[str], raw: Path) -> None:
     """Print the markdown table and write it to --markdown, and the chart to --chart."""
     rows = report.rows(results.outcomes, [*systems, suite.LIMIT])
+    chaos = [o for o in results.outcomes if o.scenario == report.CHAOS]
     chart = None
     try:
-        report.chart(rows, args.chart)
-        chart = os.path.relpath(args.chart, args.markdown.parent)
+        if rows:  # the chart has W1-W4 only
+            report.chart(rows, args.chart)
+            chart = os.path.relpath(args.chart, args.markdown.parent)
     except ImportError:
         print("matplotlib is not installed: no chart (pip install -e '.[bench]')", file=sys.stderr)
-    text = report.markdown(asdict(results) | {"outcomes": None}, rows, chart)
+    text = report.markdown(asdict(results) | {"outcomes": None}, rows, chart, chaos)
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
     args.markdown.write_text(text)
     print(text)

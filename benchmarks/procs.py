@@ -51,6 +51,41 @@ def group_pids(pgid: int) -> list[int]:
     return pids
 
 
+# Helpers a pool may start beside its workers; W5 kills workers, not these.
+HELPERS = (b"resource_tracker", b"semaphore_tracker", b"forkserver")
+
+
+def worker_children(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid``, less multiprocessing's helper processes:
+    the worker processes of a supervisor or consumer."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rpartition(b")")[2].split()
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        # fields[0] is the state, fields[1] the parent's PID.
+        if int(fields[1]) == pid and fields[0] != b"Z" and not any(h in cmdline for h in HELPERS):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def kill_group(proc: subprocess.Popen[bytes], wait: float = 10.0) -> None:
+    """SIGKILL ``proc``'s whole process group at once, then wait (bounded) until it is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(wait)
+    deadline = time.monotonic() + wait
+    while group_pids(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def rss_mb(pgid: int) -> float:
     """Total resident memory of the process group, in MB (shared pages counted once per
     process, as ``ps`` adds them up)."""

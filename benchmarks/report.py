@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,9 @@ SOURCE = {
 }
 
 
+CHAOS = "chaos"  # W5's scenario
+
+
 @dataclass
 class Row:
     system: str
@@ -53,9 +57,11 @@ class Row:
 
 
 def rows(outcomes: list[Outcome], order: list[str]) -> list[Row]:
+    """The W1-W4 table's rows (W5 has a table of its own: ``chaos_table``)."""
     by_system: dict[str, list[Outcome]] = defaultdict(list)
     for o in outcomes:
-        by_system[o.system].append(o)
+        if o.scenario != CHAOS:
+            by_system[o.system].append(o)
     return [summarize(name, by_system[name]) for name in order if name in by_system]
 
 
@@ -217,7 +223,11 @@ def durable_target(by: dict[str, dict[str, float]], mine: dict[str, float]) -> l
     return lines
 
 
-def markdown(results: dict[str, Any], rows_: list[Row], chart: str | None) -> str:
+def markdown(
+    results: dict[str, Any], rows_: list[Row], chart: str | None, chaos: Sequence[Outcome] = ()
+) -> str:
+    """The environment, then the W1-W4 table with its notes (if any row ran them), then
+    the W5 table with its settings (if W5 ran)."""
     env = results["environment"]
     plan = results["plan"]
     parts = [
@@ -236,6 +246,16 @@ def markdown(results: dict[str, Any], rows_: list[Row], chart: str | None) -> st
         + " |",
         f"| plan | {plan_text(plan)} |",
         "",
+    ]
+    if rows_:
+        parts += w1_to_w4(results, rows_, chart)
+    if chaos:
+        parts += ([""] if rows_ else []) + chaos_section(results, list(chaos))
+    return "\n".join(parts) + "\n"
+
+
+def w1_to_w4(results: dict[str, Any], rows_: list[Row], chart: str | None) -> list[str]:
+    parts = [
         table(rows_, results["skipped"]),
         "",
         "Medians of the runs that finished; `*` marks a median over fewer runs because another run "
@@ -261,17 +281,95 @@ def markdown(results: dict[str, Any], rows_: list[Row], chart: str | None) -> st
         parts.append(f"- **{row.system}**: {mode}")
         parts += [f"  - {note}" for note in row.notes]
     parts += [f"- **{name}**: skipped: {why}" for name, why in results["skipped"].items()]
-    return "\n".join(parts) + "\n"
+    return parts
+
+
+CHAOS_HEAD = (
+    "| system | run | ran | missing (never ran) | dead-lettered (poison) | duplicated "
+    "| kills: one process / whole worker | exited by itself | chaos s | drain after chaos s "
+    "| every id ran at s |"
+)
+
+
+def chaos_table(outcomes: list[Outcome], skipped: dict[str, str]) -> str:
+    """W5: one line per row and run."""
+    lines = [CHAOS_HEAD, "|" + "---|" * 11]
+    for o in outcomes:
+        m = o.metrics
+        dead = f"{m['W5_dead']:.0f}" if "W5_dead" in m else "—"
+        if o.status != "ok":
+            ran = f"{o.status}: {o.ran:,} of {o.expected:,}"
+        else:
+            ran = f"{o.ran:,} of {o.expected:,}"
+        kills = f"{m.get('W5_child_kills', 0):.0f} / {m.get('W5_group_kills', 0):.0f}"
+        drain = (
+            f"{m['W5_drain_s']:.1f}"
+            if "W5_drain_s" in m
+            else f"not all in {m.get('W5_drain_bound_s', 0):g} s"
+        )
+        done = f"{m['W5_all_s']:.1f}" if "W5_all_s" in m else "never"
+        lines.append(
+            f"| {o.system} | {o.run} | {ran} | {o.missing:,} | {dead} | {o.duplicated:,} "
+            f"| {kills} | {m.get('W5_exits', 0):.0f} | {m.get('W5_chaos_s', 0):.1f} | {drain} "
+            f"| {done} |"
+        )
+    for name in skipped:
+        lines.append(f"| {name} | — | skipped | — | — | — | — | — | — | — | — |")
+    return "\n".join(lines)
+
+
+def chaos_section(results: dict[str, Any], outcomes: list[Outcome]) -> list[str]:
+    o = results["plan"]["options"]
+    settings = results.get("chaos", {})
+    parts = [
+        f"W5, chaos: {o['chaos_tasks']:,} tasks of {o['chaos_task_ms']:g} ms each "
+        f"(sleep, then record the run), a worker of 2 processes; one of its processes "
+        f"SIGKILLed every 0.5-1 s, the whole worker (process group) SIGKILLed and started "
+        f"again every 3-5 s, kill schedule from seed {o['chaos_seed']}; the chaos stops once "
+        f"every id ran, or after {o['chaos_stall_seconds']:g} s without a new id, or at "
+        f"{o['chaos_max_seconds']:g} s; then the worker drains with no kills for at most "
+        f"{o['chaos_drain_seconds']:g} s (longer where a system's documented recovery acts "
+        "within a minute or two: see below).",
+        "",
+        chaos_table(outcomes, results["skipped"]),
+        "",
+        "*missing*: ids that never ran, dead-lettered ones included; *dead-lettered*: "
+        "messages the system set apart as poison (taskq's `dead/` folders, what `taskq dead "
+        "list` shows; RQ's FailedJobRegistry), `—` where the system keeps no such record of a"
+        " task lost with its worker; *duplicated*: runs beyond the first (a kill after the "
+        "task recorded its run and before its acknowledgement gives one under at-least-once "
+        "delivery); *exited by itself*: the worker's main process exited after one of its "
+        "processes was killed, and the driver started it again; *drain after chaos*: from the"
+        " end of the chaos to the last id; *every id ran at*: from the first start of the "
+        "worker to the last id.",
+        "",
+        "Settings and recovery of each row:",
+        "",
+    ]
+    for name, row in settings.items():
+        parts.append(
+            f"- **{name}**: {row['settings']}. Recovery of a killed worker's tasks: "
+            f"{row['recovery'] or 'not described'}; final drain bound "
+            f"{row['drain_bound_s']:g} s."
+        )
+        parts += [f"  - run {x.run}: {x.status}: {x.detail}" for x in outcomes if x.system == name]
+    parts += [f"- **{name}**: skipped: {why}" for name, why in results["skipped"].items()]
+    return parts
 
 
 def plan_text(plan: dict[str, Any]) -> str:
     o = plan["options"]
-    return (
-        f"workloads {','.join(plan['workloads'])}; "
-        f"{plan['runs']} runs (W4 in {plan['depth_runs']}); W1/W2 {o['tasks']:,} tasks, "
-        f"W3 {o['latency_tasks']:,} tasks every {o['interval'] * 1000:g} ms, "
-        f"W4 {o['depth']:,} tasks; each phase bounded by {o['max_seconds']:g} s"
-    )
+    workloads = plan["workloads"]
+    text = f"workloads {','.join(workloads)}; {plan['runs']} runs"
+    if any(w in workloads for w in ("W1", "W2", "W3", "W4", "limit")):
+        text += (
+            f" (W4 in {plan['depth_runs']}); W1/W2 {o['tasks']:,} tasks, "
+            f"W3 {o['latency_tasks']:,} tasks every {o['interval'] * 1000:g} ms, "
+            f"W4 {o['depth']:,} tasks; each phase bounded by {o['max_seconds']:g} s"
+        )
+    if "W5" in workloads:
+        text += f"; W5 {o.get('chaos_tasks', 0):,} tasks, seed {o.get('chaos_seed')}"
+    return text
 
 
 def chart(rows_: list[Row], path: Path) -> None:

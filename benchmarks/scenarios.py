@@ -1,5 +1,6 @@
 """The workloads, each one scenario on a fresh queue: W1+W2 (``burst``), W1 by a bulk
 API (``batch``), W3 (``latency``), W4 (``depth``), and the raw file-operation ``limit``.
+W5 (``chaos``) is in ``chaos.py``.
 
 Every scenario is bounded: each phase (enqueue, start-up, drain) ends by
 ``max_seconds``, and a drain that makes no progress for ``stall_seconds`` ends
@@ -117,6 +118,13 @@ class Options:
     max_seconds: float = 600.0
     stall_seconds: float = 120.0
     workdir: Path = Path(tempfile.gettempdir())
+    # W5 (chaos, ``benchmarks/chaos.py``)
+    chaos_tasks: int = 3_000
+    chaos_task_ms: float = 5.0
+    chaos_seed: int = 12
+    chaos_max_seconds: float = 100.0
+    chaos_stall_seconds: float = 15.0
+    chaos_drain_seconds: float = 30.0
     quiet: QuietDisk = field(default_factory=QuietDisk, compare=False, repr=False)
 
 

@@ -22,12 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import scenarios
+from . import chaos, scenarios
 from .scenarios import Options, Outcome
 from .systems import MODULES, load
 from .systems.base import System
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "limit")
+WORKLOADS = ("W1", "W2", "W3", "W4", "limit", "W5")
 LIMIT = "limit"
 PACKAGES = ("taskq", "celery", "kombu", "redis", "rq", "huey", "dramatiq", "pika", "matplotlib")
 
@@ -47,6 +47,7 @@ class Results:
     environment: dict[str, Any]
     skipped: dict[str, str] = field(default_factory=dict)
     modes: dict[str, str] = field(default_factory=dict)
+    chaos: dict[str, dict[str, Any]] = field(default_factory=dict)  # W5 row -> its settings
     outcomes: list[Outcome] = field(default_factory=list)
 
     @classmethod
@@ -71,6 +72,8 @@ def scenario_names(system: System, workloads: list[str], run: int, plan: Plan) -
         names.append("latency")
     if "W4" in workloads and run < plan.depth_runs:
         names.append("depth")
+    if "W5" in workloads:
+        names.append("chaos")
     return names
 
 
@@ -118,6 +121,13 @@ def run_in(plan: Plan, results: Results, save: Callable[[], None]) -> None:
         else:
             systems[name] = system
             results.modes[name] = system.worker_mode
+            if "W5" in plan.workloads:
+                for variant in system.chaos_variants:
+                    results.chaos[chaos.label(system, variant)] = {
+                        "settings": system.chaos_settings(variant),
+                        "recovery": system.chaos_recovery,
+                        "drain_bound_s": chaos.drain_bound(system, plan.options),
+                    }
     results.environment["servers"] = servers(systems.values())
     order: list[str] = list(systems) + ([LIMIT] if LIMIT in plan.workloads else [])
     for run_index in range(plan.runs):
@@ -129,6 +139,12 @@ def run_in(plan: Plan, results: Results, save: Callable[[], None]) -> None:
                 continue
             system = systems[name]
             for scenario in scenario_names(system, plan.workloads, run_index, plan):
+                if scenario == "chaos":  # one row per variant of the system's settings
+                    for variant in system.chaos_variants:
+                        body = functools.partial(chaos.run, system, variant, plan.options)
+                        one(results, chaos.label(system, variant), "chaos", run_index, body)
+                        save()
+                    continue
                 body = functools.partial(run_scenario, system, scenario, plan.options)
                 one(results, name, scenario, run_index, body)
                 save()

@@ -9,7 +9,7 @@ from typing import Any
 
 import dramatiq
 
-from .record import noop, stamp
+from .record import noop, slow, stamp
 
 
 def make_broker(kind: str, url: str, namespace: str, queue: str) -> tuple[Any, Any, Any]:
@@ -26,7 +26,7 @@ def make_broker(kind: str, url: str, namespace: str, queue: str) -> tuple[Any, A
         raise ValueError(f"unknown dramatiq broker {kind!r}")
     actors = [
         dramatiq.actor(fn, broker=broker, actor_name=fn.__name__, queue_name=queue)
-        for fn in (noop, stamp)
+        for fn in (noop, stamp, slow)
     ]
     return broker, actors[0], actors[1]
 

@@ -9,11 +9,11 @@ from typing import Any
 
 from huey import FileHuey, RedisHuey, SqliteHuey
 
-from .record import noop, stamp
+from .record import noop, slow, stamp
 
 
-def make_huey(storage: str, name: str, location: str) -> tuple[Any, Any, Any]:
-    """A Huey with ``results=False`` and the two tasks; returns (huey, noop, stamp)."""
+def make_huey(storage: str, name: str, location: str) -> tuple[Any, Any, Any, Any]:
+    """A Huey with ``results=False`` and its tasks; returns (huey, noop, stamp, slow)."""
     if storage == "redis":
         huey: Any = RedisHuey(name, results=False, url=location)
     elif storage == "sqlite":
@@ -22,7 +22,8 @@ def make_huey(storage: str, name: str, location: str) -> tuple[Any, Any, Any]:
         huey = FileHuey(name, results=False, path=location)
     else:
         raise ValueError(f"unknown huey storage {storage!r}")
-    return huey, huey.task(name="noop")(noop), huey.task(name="stamp")(stamp)
+    tasks = [huey.task(name=fn.__name__)(fn) for fn in (noop, stamp, slow)]
+    return huey, *tasks
 
 
 _config = os.environ.get("BENCH_HUEY")

@@ -26,6 +26,14 @@ def noop(i: int) -> None:
     record("runs", f"{i}\n")
 
 
+def slow(i: int, ms: float) -> None:
+    """W5's task: work for ``ms`` milliseconds, then record that call ``i`` ran. A run
+    recorded twice was killed after its record and before its acknowledgement (or was
+    delivered twice)."""
+    time.sleep(ms / 1000)
+    record("runs", f"{i}\n")
+
+
 def stamp(i: int, sent: float) -> None:
     """Record that call ``i`` ran, and how long after ``sent`` (a ``time.time()``) it started."""
     record("latency", f"{i} {(time.time() - sent) * 1000:.4f}\n")

@@ -85,6 +85,33 @@ class System:
     def close(self) -> None:
         """Drop connections and delete every key, queue or file this scenario made."""
 
+    # W5 (chaos): the same life, with the task ``slow(i, ms)`` and the system's own
+    # reliable settings where it offers them. ``chaos_variants`` are the rows W5 runs:
+    # "" is the system's reliable settings (or its defaults when it offers none), any
+    # other name a second row (say "defaults"). The scenario sets ``chaos_variant``
+    # before ``open`` and clears it after ``close``; W1-W4 run with it None.
+
+    chaos_variants: tuple[str, ...] = ("",)
+    chaos_variant: str | None = None
+    # How a task whose worker was SIGKILLed comes back, and after how many seconds that
+    # can act at the earliest (None: never, or only past any bound of the run). The
+    # final drain waits at least that long plus a margin when it is short.
+    chaos_recovery = ""
+    chaos_recovery_s: float | None = 0.0
+
+    def chaos_settings(self, variant: str) -> str:
+        """The settings the W5 row of ``variant`` runs with, for the report."""
+        return "defaults (the system offers no acknowledgement after the task)"
+
+    def slow_sender(self, ms: float) -> Callable[[int], Any]:
+        """The call that enqueues ``slow(i, ms)``."""
+        raise NotImplementedError
+
+    def dead_letters(self) -> int | None:
+        """Messages the system gave up on and kept apart (poison), or None if it keeps none
+        this way."""
+        return None
+
 
 def redis_client() -> Any:
     import redis

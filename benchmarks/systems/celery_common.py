@@ -15,6 +15,14 @@ from .base import PYTHON, System
 class CelerySystem(System):
     packages = ("celery", "kombu")
     worker_mode = "`celery worker -P prefork -c 2` (a consumer and 2 pool processes)"
+    chaos_variants = ("", "defaults")
+
+    def chaos_settings(self, variant: str) -> str:
+        from ..peers.celery_tasks import RELIABLE
+
+        if variant == "defaults":
+            return "Celery's defaults: ack on receipt, prefetch multiplier 4"
+        return ", ".join(f"`{k}={v}`" for k, v in RELIABLE.items())
 
     def config(self, work: Path, token: str) -> dict[str, Any]:
         """``broker_url`` and ``transport_options`` for this scenario."""
@@ -25,15 +33,21 @@ class CelerySystem(System):
 
         self.queue = f"bench-{token}"
         self.settings = {"queue": self.queue, **self.config(work, token)}
+        if self.chaos_variant == "":
+            self.settings["reliable"] = True
         self.app = make_app(**self.settings)
         self.noop = self.app.tasks["bench.noop"]
         self.stamp = self.app.tasks["bench.stamp"]
+        self.slow = self.app.tasks["bench.slow"]
 
     def sender(self) -> Callable[[int], Any]:
         return self.noop.delay
 
     def stamper(self) -> Callable[[int, float], Any]:
         return self.stamp.delay
+
+    def slow_sender(self, ms: float) -> Callable[[int], Any]:
+        return lambda i: self.slow.delay(i, ms)
 
     def worker_argv(self) -> list[str]:
         return [

@@ -13,6 +13,13 @@ class CeleryRedisSystem(CelerySystem):
     name = "celery-redis"
     packages = ("celery", "kombu", "redis")
     servers = (("Redis", REDIS),)
+    chaos_recovery = (
+        "a pool process's death: requeued at once with `task_reject_on_worker_lost`; the "
+        "consumer's death: its unacknowledged messages come back only after the Redis "
+        "transport's `visibility_timeout` (default 1 hour), so they count as missing here; "
+        "with Celery's defaults a message is acknowledged on receipt and a kill loses it"
+    )
+    chaos_recovery_s = None
 
     def config(self, work: Path, token: str) -> dict[str, Any]:
         self.prefix = f"bench-{token}:"

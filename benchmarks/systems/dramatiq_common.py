@@ -11,6 +11,7 @@ from typing import Any
 from .base import PYTHON, System
 
 THREADS = "8"
+CHAOS_THREADS = "1"  # W5: one task at a time per process, as every other row runs
 
 
 class DramatiqSystem(System):
@@ -32,6 +33,16 @@ class DramatiqSystem(System):
         }
         self.broker, self.noop, self.stamp = make_broker(**self.settings)
 
+    def slow_sender(self, ms: float) -> Callable[[int], Any]:
+        slow = self.broker.get_actor("slow")
+        return lambda i: slow.send(i, ms)
+
+    def chaos_settings(self, variant: str) -> str:
+        return (
+            f"`dramatiq -p 2 -t {CHAOS_THREADS}` (one task at a time per process, as in every "
+            "other row); defaults otherwise: acknowledged after the task, default middleware"
+        )
+
     def sender(self) -> Callable[[int], Any]:
         return self.noop.send
 
@@ -47,7 +58,7 @@ class DramatiqSystem(System):
             "--processes",
             "2",
             "--threads",
-            THREADS,
+            THREADS if self.chaos_variant is None else CHAOS_THREADS,
             "--queues",
             self.queue,
         ]

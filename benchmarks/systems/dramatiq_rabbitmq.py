@@ -13,6 +13,11 @@ class DramatiqRabbitmqSystem(DramatiqSystem):
     servers = (("RabbitMQ", RABBITMQ),)
     kind = "rabbitmq"
     url = AMQP_URL
+    chaos_recovery = (
+        "a dead worker process stops the whole `dramatiq` command (the driver starts it "
+        "again); RabbitMQ redelivers a closed connection's unacknowledged messages at once"
+    )
+    chaos_recovery_s = 0.0
 
     def versions(self) -> dict[str, str]:
         return {"RabbitMQ server": rabbitmq_version()}

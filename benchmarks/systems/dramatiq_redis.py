@@ -13,6 +13,13 @@ class DramatiqRedisSystem(DramatiqSystem):
     servers = (("Redis", REDIS),)
     kind = "redis"
     url = REDIS_URL
+    chaos_recovery = (
+        "a dead worker process stops the whole `dramatiq` command (the driver starts it "
+        "again); a dead consumer's unacknowledged messages are requeued by the broker's "
+        "maintenance once its heartbeat is older than `heartbeat_timeout` (60 s), and "
+        "maintenance runs on about 1 fetch in 1,000 (`maintenance_chance`)"
+    )
+    chaos_recovery_s = 60.0
 
     def versions(self) -> dict[str, str]:
         return {"Redis server": redis_version()}

@@ -31,7 +31,16 @@ class HueySystem(System):
             "name": self.hname,
             "location": self.location(work, token),
         }
-        self.huey, self.noop, self.stamp = make_huey(**self.settings)
+        self.huey, self.noop, self.stamp, self.slow = make_huey(**self.settings)
+
+    chaos_recovery = (
+        "none: the consumer removes a task from the queue when it dequeues it and "
+        "acknowledges nothing afterwards; a task whose worker was killed is lost"
+    )
+    chaos_recovery_s = None
+
+    def slow_sender(self, ms: float) -> Callable[[int], Any]:
+        return lambda i: self.slow(i, ms)
 
     def sender(self) -> Callable[[int], Any]:
         return self.noop

@@ -27,6 +27,7 @@ from .base import (
 )
 
 WORKER_CLASS = os.environ.get("BENCH_RQ_WORKER_CLASS", "rq.worker.SimpleWorker")
+CHAOS_RETRIES = 10  # W5: RQ retries an abandoned job that has retries left
 
 
 class RqSystem(System):
@@ -34,6 +35,14 @@ class RqSystem(System):
     packages = ("rq", "redis")
     servers = (("Redis", REDIS),)
     worker_mode = f"`rq worker-pool -n 2 -w {WORKER_CLASS}` (2 processes, no fork per job)"
+    chaos_recovery = (
+        "a job whose worker died stays in the StartedJobRegistry until its heartbeat expires "
+        "(job monitoring interval 30 s + 60 s); the next maintenance pass then retries it "
+        "(`Retry`) or fails it, and a worker runs that pass when it starts and every 10 "
+        "minutes. In the chaos, restarted workers run it; in the final drain no worker starts, "
+        "so a job abandoned in the last 90 s of the chaos counts as missing"
+    )
+    chaos_recovery_s = None
 
     def open(self, work: Path, token: str) -> None:
         from rq import Queue
@@ -46,6 +55,21 @@ class RqSystem(System):
 
     def stamper(self) -> Callable[[int, float], Any]:
         return functools.partial(self.queue.enqueue, record.stamp, result_ttl=0)
+
+    def slow_sender(self, ms: float) -> Callable[[int], Any]:
+        from rq import Retry
+
+        retry = Retry(max=CHAOS_RETRIES)
+        return lambda i: self.queue.enqueue(record.slow, i, ms, result_ttl=0, retry=retry)
+
+    def dead_letters(self) -> int | None:
+        """Jobs in the queue's FailedJobRegistry (an abandoned job without retries left)."""
+        from rq.registry import FailedJobRegistry
+
+        return len(FailedJobRegistry(queue=self.queue))
+
+    def chaos_settings(self, variant: str) -> str:
+        return f"`enqueue(..., retry=Retry(max={CHAOS_RETRIES}), result_ttl=0)`, defaults otherwise"
 
     def worker_argv(self) -> list[str]:
         return [
@@ -71,15 +95,26 @@ class RqSystem(System):
         redis_delete_matching(self.redis, f"rq:*{self.queue.name}*")
         name = self.queue.name.encode()
         # A job in flight when its worker was stopped is in no queue any more, and a
-        # stopped worker leaves its hash (with a TTL): find ours by their queue.
+        # stopped (or killed) worker leaves its hash (with a TTL): find ours by their
+        # queue, and the records of their executions by the job's or worker's key.
         for key in self.redis.scan_iter(match="rq:job:*", count=1000):
-            if self.redis.hget(key, "origin") == name:
-                self.redis.delete(key)
+            if self._hash_field(key, "origin") == name:
+                job_id = key.decode().split(":", 2)[2]
+                self.redis.delete(key, f"rq:executions:{job_id}")
+                redis_delete_matching(self.redis, f"rq:execution:{job_id}:*")
         for key in self.redis.scan_iter(match="rq:worker:*", count=1000):
-            if self.redis.hget(key, "queues") == name:
+            if self._hash_field(key, "queues") == name:
                 self.redis.srem("rq:workers", key)
-                self.redis.delete(key)
+                self.redis.delete(key, key + b":executions")
         self.redis.close()
+
+    def _hash_field(self, key: bytes, name: str) -> bytes | None:
+        """A field of ``key`` if it is a hash (RQ keeps sets and sorted sets under the
+        same prefixes), else None."""
+        if self.redis.type(key) != b"hash":
+            return None
+        value: bytes | None = self.redis.hget(key, name)
+        return value
 
 
 SYSTEM = RqSystem

@@ -17,6 +17,11 @@ class TaskqSystem(System):
     packages = ("taskq",)
     durable = False
     worker_mode = "`taskq worker --concurrency 2`: a supervisor and 2 worker processes"
+    chaos_recovery = (
+        "at once: the kernel drops a dead consumer's `flock`, the supervisor (or the next "
+        "one started) takes it and settles its claims by the retry policy"
+    )
+    chaos_recovery_s = 0.0
 
     def open(self, work: Path, token: str) -> None:
         from taskq import App
@@ -25,12 +30,31 @@ class TaskqSystem(System):
         self.app = App(broker=str(self.broker), durable=self.durable)
         self.noop = self.app.task(record.noop, name="bench.noop", ignore_result=True)
         self.stamp = self.app.task(record.stamp, name="bench.stamp", ignore_result=True)
+        from ..peers.taskq_tasks import CHAOS_OPTIONS
+
+        self.slow = self.app.task(
+            record.slow, name="bench.slow", ignore_result=True, **CHAOS_OPTIONS
+        )
 
     def sender(self) -> Callable[[int], Any]:
         return self.noop.delay
 
     def stamper(self) -> Callable[[int, float], Any]:
         return self.stamp.delay
+
+    def slow_sender(self, ms: float) -> Callable[[int], Any]:
+        return lambda i: self.slow.delay(i, ms)
+
+    def chaos_settings(self, variant: str) -> str:
+        from ..peers.taskq_tasks import CHAOS_OPTIONS
+
+        options = ", ".join(f"{k}={v}" for k, v in CHAOS_OPTIONS.items())
+        durable = "`App(durable=True)`, `TASKQ_DURABLE=true`" if self.durable else "not durable"
+        return f"task `{options}`, ignore_result=True; {durable}; otherwise defaults"
+
+    def dead_letters(self) -> int | None:
+        """Messages in the broker's ``dead/`` folders (what ``taskq dead list`` lists)."""
+        return len(self.app.broker.dead_letters(None))
 
     def batch_sender(self) -> Callable[[Sequence[int]], Any]:
         def send(ids: Sequence[int]) -> None:
