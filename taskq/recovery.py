@@ -13,6 +13,7 @@ import logging
 import time
 
 from .brokers.base import Broker
+from .crashpoints import crash_point
 from .errors import TaskqError
 from .policy import Outcome, settle
 from .settling import Settler
@@ -37,6 +38,7 @@ def recover_consumer(
     deliveries = broker.recover(consumer)
     if deliveries is None:
         return 0
+    crash_point("recovery.taken")
     settler = Settler(broker, key, consumer)
     for delivery in deliveries:
         if outcome is None:
@@ -54,6 +56,7 @@ def recover_consumer(
         decision = settle(message, outcome, time.time())
         settler.apply(delivery, message, payload, decision, outcome, error)
         describe(message, decision, error)
+        crash_point("recovery.settled-one")
     broker.forget_consumer(consumer)
     if deliveries:
         log.info(

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ..crashpoints import crash_point
 from ..errors import BrokerError, DiskFull, UnsafeEntry
 
 # Opening never follows a symbolic link and never blocks (a FIFO would hang a
@@ -174,6 +175,7 @@ def link_new(folder: str, target: str, data: bytes, sync: bool = False) -> bool:
         write_all(fd, data, target)  # on failure the nameless file vanishes with its fd
         if sync:
             os.fsync(fd)
+        crash_point("publish.written")
         # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N names the open file. os.link
         # passes that flag only when given a directory fd, which an absolute
         # source path makes the kernel ignore: hence src_dir_fd.
