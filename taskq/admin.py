@@ -78,12 +78,17 @@ def format_dead(letter: DeadLetter) -> str:
     attempts = r.pop("attempts", [])
     tb = r.pop("traceback", "")
     lines += [f"{k}: {v}" for k, v in r.items()]
-    if attempts:
+    # A record is a file anyone with access may have edited: show what it holds.
+    if attempts and isinstance(attempts, list):
         lines.append("attempts:")
         for n, a in enumerate(attempts, 1):
-            lines.append(f"  {n}. {a['at']} on {a['worker']}: {a['outcome']} ({a['error']})")
+            a = a if isinstance(a, dict) else {"error": a}
+            at, worker, outcome = a.get("at"), a.get("worker"), a.get("outcome")
+            lines.append(f"  {n}. {at} on {worker}: {outcome} ({a.get('error')})")
+    elif attempts:
+        lines.append(f"attempts: {attempts}")
     if tb:
-        lines += ["traceback:", tb.rstrip()]
+        lines += ["traceback:", str(tb).rstrip()]
     return "\n".join(lines)
 
 

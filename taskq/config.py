@@ -222,10 +222,15 @@ def _tool_table(
     return table, f"{path} [tool.taskq]"
 
 
+# TASKQ_* variables that are not settings: the config file's path, and the
+# test-only crash hook (taskq/crashpoints.py), which every process of a test reads.
+_NOT_SETTINGS = frozenset({"TASKQ_CONFIG", "TASKQ_CRASH_AT"})
+
+
 def _from_environ(env: Mapping[str, str]) -> dict[str, object]:
     values: dict[str, object] = {}
     for var, text in env.items():
-        if not var.startswith("TASKQ_") or var == "TASKQ_CONFIG":
+        if not var.startswith("TASKQ_") or var in _NOT_SETTINGS:
             continue
         key, source = var.removeprefix("TASKQ_").lower(), f"environment variable {var}"
         if key not in _KINDS:

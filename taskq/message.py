@@ -21,7 +21,7 @@ import os
 import pickle
 import re
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -257,9 +257,51 @@ def encode(message: Message, payload: bytes, key: Keyring) -> bytes:
     return seal(header, payload, key)
 
 
+# What each envelope field may hold. A signed header comes from a key holder,
+# yet a wrong type (a list as the task name, NaN as the ETA) must not take the
+# worker down later: it is refused here, and the message dead-lettered as
+# undecodable. Times and durations stay within what a file name's 17 digits of
+# microseconds and the interval timer can hold.
+_LATEST = 1e11  # seconds since the epoch: the year 5138
+_LONGEST = 1e9  # seconds, about 31 years
+
+
+def _time(v: Any) -> bool:
+    return type(v) in (int, float) and 0 <= v < _LATEST
+
+
+def _duration(v: Any) -> bool:
+    return type(v) in (int, float) and 0 <= v <= _LONGEST
+
+
+_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "id": (lambda v: isinstance(v, str) and TASK_ID.fullmatch(v) is not None, "a task id"),
+    "task": (lambda v: isinstance(v, str), "a string"),
+    "queue": (lambda v: isinstance(v, str) and QUEUE_NAME.fullmatch(v) is not None, "a queue"),
+    "priority": (lambda v: type(v) is int and 0 <= v <= 9, "an integer from 0 to 9"),
+    "created": (_time, "a time"),
+    "eta": (lambda v: v is None or _time(v), "a time or null"),
+    "expires": (lambda v: v is None or _time(v), "a time or null"),
+    "retries": (lambda v: type(v) is int and v >= 0, "an integer >= 0"),
+    "max_retries": (lambda v: type(v) is int and v >= 0, "an integer >= 0"),
+    "retry_backoff": (_duration, "a duration"),
+    "retry_backoff_max": (_duration, "a duration"),
+    "retry_jitter": (lambda v: type(v) is bool, "true or false"),
+    "time_limit": (lambda v: v is None or _duration(v), "a duration or null"),
+    "soft_time_limit": (lambda v: v is None or _duration(v), "a duration or null"),
+    "ignore_result": (lambda v: type(v) is bool, "true or false"),
+    "attempts": (lambda v: type(v) is list and all(type(a) is dict for a in v), "a list"),
+    "headers": (lambda v: type(v) is dict, "an object"),
+}
+
+
 def decode(data: bytes, key: Keyring) -> tuple[Message, bytes]:
     """Verify and parse a message file into its envelope and (still pickled) payload."""
     header, payload = unseal(data, key)
+    for name, value in header.items():
+        check = _CHECKS.get(name)
+        if check is not None and not check[0](value):
+            raise MessageError(f"envelope field {name!r} must be {check[1]}, got {value!r:.80}")
     try:
         known = {k: v for k, v in header.items() if k in _FIELDS}
         known["attempts"] = tuple(known.get("attempts", ()))

@@ -13,6 +13,7 @@ import logging
 import time
 
 from .brokers.base import Broker, Delivery
+from .crashpoints import crash_point
 from .errors import TaskqError
 from .keys import Keyring
 from .policy import Outcome, settle
@@ -38,10 +39,12 @@ def recover_consumer(
     deliveries = broker.recover(consumer)
     if deliveries is None:
         return 0
+    crash_point("recovery.taken")
     settler = Settler(broker, key, consumer)
     try:
         for delivery in deliveries:
             _settle(broker, settler, delivery, outcome, error_type)
+            crash_point("recovery.settled-one")
     except BaseException:
         # A full disk, say, half-way: the messages settled so far left claimed/,
         # the rest are still there. Releasing the dead consumer lets the next

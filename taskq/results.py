@@ -64,7 +64,13 @@ class AsyncResult(Generic[R]):
         task for a stored result that is not a whole signed file of ours."""
         try:
             data = self.app.broker.load_result(self.id)
-            return None if data is None else unseal(data, self.app.key)
+            if data is None:
+                return None
+            header, payload = unseal(data, self.app.key)
+            # Every reader below goes by the status: one of the wrong type is no result.
+            if not isinstance(header.get("status"), str):
+                raise MessageError(f"its header holds no status ({header.get('status')!r:.40})")
+            return header, payload
         except MessageError as exc:
             raise type(exc)(f"stored result of task {self.id}: {exc}") from None
 
@@ -129,7 +135,13 @@ class AsyncResult(Generic[R]):
 
     def _outcome(self, header: dict[str, Any], payload: bytes) -> R:
         if header["status"] == SUCCESS:
-            value: R = load_value(payload)
+            try:
+                value: R = load_value(payload)
+            except Exception as exc:  # signed, yet not a value this process can load
+                raise SerializationError(
+                    f"stored result of task {self.id} cannot be unpickled here: "
+                    f"{type(exc).__name__}: {safe_str(exc)}"
+                ) from exc
             return value
         raise _rebuild(header, payload)
 

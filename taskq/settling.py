@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .brokers.base import Broker, Delivery
+from .crashpoints import crash_point
 from .errors import BadSignature, MessageError, UnsafeEntry, describe_error, safe_str
 from .keys import Keyring
 from .message import Message, decode, encode
@@ -36,7 +37,9 @@ class Settler:
             self.broker.store_result(
                 message.id, success_record(message.id, message.task, value, self.key)
             )
+        crash_point("result.stored")
         self.broker.ack(delivery)
+        crash_point("ack.done")
 
     def expired(self, delivery: Delivery, message: Message, error: BaseException) -> None:
         """Drop a message whose ``expires`` passed; ``.get()`` then raises ``error``."""
@@ -65,6 +68,7 @@ class Settler:
             if not message.ignore_result:
                 record = failure_record(message.id, message.task, error, self.key, status=RETRY)
                 self.broker.store_result(message.id, record)
+            crash_point("retry.marked")
             self.broker.retry_later(delivery, again, encode(again, payload, self.key))
         elif isinstance(decision, Dead):
             if not message.ignore_result:

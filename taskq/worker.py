@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from .brokers.base import Broker, Consumer, Delivery
 from .config import Settings
+from .crashpoints import crash_point
 from .errors import (
     Retry,
     SerializationError,
@@ -62,6 +63,7 @@ class Worker:
         while not self.stopping and should_continue():
             delivery = self.consumer.claim(timeout=1.0)
             if delivery is not None and not self.stopping:
+                crash_point("claim.claimed")
                 try:
                     self.process(delivery)
                 except _Unsettled:
@@ -127,6 +129,7 @@ class Worker:
         deadline = started + limit if limit else 0.0
         self.slot.start(message.id, message.task, started, deadline)
         outcome, value, countdown = run_task(task, message, args, kwargs)
+        crash_point("run.done")
         self.slot.finish()
         self.done += 1
         elapsed_ms = (time.time() - started) * 1000

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..crashpoints import crash_point
 from ..errors import TaskqError
 from ..message import (
     Message,
@@ -135,6 +136,7 @@ class FileBroker(FileStores):
         state, name = self._target(message)
         try:
             self._place(qdir, state, name, data)
+            crash_point("publish.visible")
             if self.durable:
                 fsync_dir(qdir / state)
         except OSError as exc:
@@ -147,6 +149,7 @@ class FileBroker(FileStores):
         target = f"{state}/{name}"
         tmp = self.spares.take(f"{qdir}/tmp", data, self.durable)
         if tmp is not None:
+            crash_point("publish.written")
             self._into_view(tmp, qdir, target, data)
             return
         if self._nameless:
@@ -156,6 +159,7 @@ class FileBroker(FileStores):
             self._nameless = os.path.exists(f"{qdir}/{target}")
         tmp = f"{qdir}/tmp/{new_id()}"
         write_new(tmp, data, self.durable, self._mode)
+        crash_point("publish.written")
         self._into_view(tmp, qdir, target, data)
 
     def _into_view(self, tmp: str, qdir: Path, target: str, data: bytes) -> None:
@@ -189,6 +193,7 @@ class FileBroker(FileStores):
         if not self.durable:
             for message, data in batch:
                 self._place(self.queue_dir(message.queue), *self._target(message), data)
+                crash_point("publish.visible")
                 published[0] += 1
             return
         # Durable: write every file, make them all durable with one flush, then
@@ -200,6 +205,7 @@ class FileBroker(FileStores):
                 qdir = self.queue_dir(message.queue)
                 staged.append((self._write_tmp(qdir, data, False), qdir, self._target(message)))
             sync_files(self.root, [tmp for tmp, _, _ in staged])
+            crash_point("publish.written")
         except BaseException:
             for tmp, _, _ in staged:  # none of this batch is visible yet: leave none behind
                 with contextlib.suppress(OSError):
@@ -209,6 +215,7 @@ class FileBroker(FileStores):
         for (_, data), (tmp, qdir, (state, name)) in zip(batch, staged, strict=True):
             self._into_view(tmp, qdir, f"{state}/{name}", data)
             touched.add(qdir / state)
+        crash_point("publish.visible")
         for folder in touched:
             fsync_dir(folder)
         published[0] += len(staged)
@@ -231,6 +238,7 @@ class FileBroker(FileStores):
         # The new attempt is visible before the old one goes: a crash between
         # the two leaves a duplicate, never a loss.
         self.publish(message, data)
+        crash_point("retry.published")
         self.ack(delivery)
 
     def requeue(self, delivery: Delivery) -> None:
@@ -240,7 +248,9 @@ class FileBroker(FileStores):
     def dead_letter(self, delivery: Delivery, record: Mapping[str, Any]) -> None:
         qdir = self.queue_dir(delivery.queue)
         self._write_dead_record(qdir, delivery.name, record)
+        crash_point("dead.record-written")
         os.rename(self._claimed_path(delivery), qdir / "dead" / delivery.name)
+        crash_point("dead.moved")
 
     def _write_dead_record(self, qdir: Path, name: str, record: Mapping[str, Any]) -> None:
         text = json.dumps(dict(record), indent=2, default=str).encode()

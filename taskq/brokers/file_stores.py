@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import BrokerError
+from ..errors import BrokerError, UnsafeEntry
 from ..keys import Keyring
 from ..message import new_id, validate_task_id
 from .file_keys import FileKeys
@@ -103,9 +103,10 @@ class FileStores:
         with contextlib.suppress(FileNotFoundError):
             for entry in sorted(os.listdir(folder)):
                 if entry.endswith(".lock") and not lock_is_free(folder / entry):
-                    data = read_file(str(folder / entry.replace(".lock", ".json")))
-                    if data:
-                        states.append(json.loads(data))
+                    with contextlib.suppress(ValueError, UnsafeEntry):  # torn or not ours: skip
+                        state = json.loads(read_file(str(folder / f"{entry[:-5]}.json")) or "0")
+                        if isinstance(state, dict):
+                            states.append(state)
         return states
 
     def store_result(self, task_id: str, data: bytes) -> None:

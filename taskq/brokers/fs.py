@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
+from ..crashpoints import crash_point
 from ..errors import BrokerError, DiskFull, UnsafeEntry
 from .trust import Trust, check_folder, share
 
@@ -179,6 +180,7 @@ def link_new(folder: str, target: str, data: bytes, sync: bool = False, mode: in
         write_all(fd, data, target)  # on failure the nameless file vanishes with its fd
         if sync:
             os.fsync(fd)
+        crash_point("publish.written")
         # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N names the open file. os.link
         # passes that flag only when given a directory fd, which an absolute
         # source path makes the kernel ignore: hence src_dir_fd.

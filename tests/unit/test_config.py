@@ -179,6 +179,11 @@ def test_unknown_environment_variable_names_the_variable(tmp_path: Path) -> None
     assert "valid keys: broker, broker_group, broker_users, concurrency," in message
 
 
+def test_crash_hook_variable_is_not_taken_for_a_setting(tmp_path: Path) -> None:
+    # Every process of the crash-point test inherits it, the producer included.
+    assert load(tmp_path, {"TASKQ_CRASH_AT": "run.done"}) == load(tmp_path, {})
+
+
 def test_unknown_override_is_reported_as_an_option(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown key 'colour' from option; valid keys: "):
         load(tmp_path, overrides={"colour": "red"})
