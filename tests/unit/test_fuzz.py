@@ -126,7 +126,9 @@ def huge_header_length(key: Keyring = KEY) -> bytes:
     import hmac
 
     body = b"\xff\xff\xff\xf0{}"
-    return MAGIC + len(body).to_bytes(4, "big") + hmac.digest(key.current, body, hashlib.sha256) + body
+    return (
+        MAGIC + len(body).to_bytes(4, "big") + hmac.digest(key.current, body, hashlib.sha256) + body
+    )
 
 
 # -- the decoder -------------------------------------------------------------------

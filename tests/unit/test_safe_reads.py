@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from taskq.app import App
-from taskq.brokers import file as file_module
-from taskq.brokers import fs
+from taskq.brokers import file_admin, fs
 from taskq.brokers.file import FileBroker
 from taskq.errors import MessageError, UnsafeEntry
 from taskq.keys import Keyring
@@ -208,7 +207,7 @@ def test_listing_dead_letters_reads_records_not_messages(
     def no_message_reads(path: str) -> bytes:
         raise AssertionError(f"read {path} to list dead letters")
 
-    monkeypatch.setattr(file_module, "read_signed", no_message_reads)
+    monkeypatch.setattr(file_admin, "read_signed", no_message_reads)
     [letter] = broker.dead_letters()  # `taskq dead list`
 
     assert (letter.id, letter.record["reason"]) == ("x", "failed")
