@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,9 +34,9 @@ def start(
         )
 
 
-def group_pids(pgid: int) -> list[int]:
-    """Live processes whose process group is ``pgid`` (the worker and everything it forked)."""
-    pids = []
+def _live_processes() -> Iterator[tuple[int, list[bytes]]]:
+    """(pid, the fields of /proc/<pid>/stat after the command name) of every live
+    process: fields[0] is the state, fields[1] the parent's PID, fields[2] the group."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -45,10 +45,13 @@ def group_pids(pgid: int) -> list[int]:
                 fields = f.read().rpartition(b")")[2].split()
         except OSError:
             continue
-        # fields[0] is the state (after the command name), fields[2] the process group.
-        if int(fields[2]) == pgid and fields[0] != b"Z":
-            pids.append(int(entry.name))
-    return pids
+        if fields[0] != b"Z":
+            yield int(entry.name), fields
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live processes whose process group is ``pgid`` (the worker and everything it forked)."""
+    return [pid for pid, fields in _live_processes() if int(fields[2]) == pgid]
 
 
 # Helpers a pool may start beside its workers; W5 kills workers, not these.
@@ -59,19 +62,16 @@ def worker_children(pid: int) -> list[int]:
     """Live processes whose parent is ``pid``, less multiprocessing's helper processes:
     the worker processes of a supervisor or consumer."""
     found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
+    for child, fields in _live_processes():
+        if int(fields[1]) != pid:
             continue
         try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                fields = f.read().rpartition(b")")[2].split()
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
                 cmdline = f.read()
         except OSError:
             continue
-        # fields[0] is the state, fields[1] the parent's PID.
-        if int(fields[1]) == pid and fields[0] != b"Z" and not any(h in cmdline for h in HELPERS):
-            found.append(int(entry.name))
+        if not any(h in cmdline for h in HELPERS):
+            found.append(child)
     return sorted(found)
 
 
