@@ -40,19 +40,23 @@ def join(
     """Run ``queue``'s ready messages, and its scheduled ones as they come due,
     until none is left; return how many messages were processed.
 
-    ``fail_fast``: re-raise the exception of the first task that failed for good
-    (no retries left, or not retryable; it is dead-lettered first, as a worker
-    would), leaving the rest queued. ``run_scheduled``: treat every scheduled
-    message as due at once (countdowns, ETAs and retry backoffs are not waited
-    for). ``TimeoutError`` if the queue is not empty after ``timeout`` seconds.
+    ``fail_fast``: re-raise the exception a task raised when join cannot bring
+    it to success: at once when the task fails for good (no retries left, or not
+    retryable; it is dead-lettered first, as a worker would), leaving the rest
+    queued; or at the end, for a task whose retry still waits for its backoff.
+    ``run_scheduled``: treat every scheduled message (of every queue) as due at
+    once, so countdowns, ETAs and retry backoffs are not waited for.
+    ``TimeoutError`` if the queue is not empty after ``timeout`` seconds.
     """
     validate_queue(queue)
     broker = app.broker
     failures: list[BaseException] = []
+    retrying: dict[str, BaseException] = {}  # task id -> the error of its last attempt
 
     def failed(message: Message, error: BaseException, decision: Decision) -> None:
         if isinstance(decision, Dead):
             failures.append(error)
+        retrying[message.id] = error
 
     consumer = broker.open_consumer([queue], f"join-{os.getpid()}-{new_id()[:8]}")
     worker = Worker(broker, app.key, consumer, on_failure=failed)
@@ -75,6 +79,11 @@ def join(
             # consumer leaves nothing behind to recover.
             consumer.close()
             broker.forget_consumer(consumer.name)
+    if fail_fast:
+        # A retry left waiting for its backoff: the task has not succeeded.
+        for task_id, error in retrying.items():
+            if broker.find(task_id) == "scheduled":
+                raise error
     return processed
 
 

@@ -91,6 +91,17 @@ class MemoryBroker(MemoryStores):
             found = self._queues[validate_queue(queue)] = _Queue()
         return found
 
+    def reset(self) -> None:
+        """Forget every message, consumer, result and supervisor (between tests);
+        the signing keys stay, so Apps already on this broker go on working."""
+        with self._lock:
+            self._queues.clear()
+            self._claims.clear()
+            self._live.clear()
+            self._recovering.clear()
+            self._results.clear()
+            self._workers.clear()
+
     def queues(self) -> list[str]:
         with self._lock:
             return sorted(self._queues)
@@ -325,9 +336,3 @@ def named(name: str = "") -> MemoryBroker:
         if broker is None:
             broker = _named[name] = MemoryBroker(name)
         return broker
-
-
-def forget_named(name: str = "") -> None:
-    """Drop the named broker: the next ``memory://<name>`` App starts empty."""
-    with _named_lock:
-        _named.pop(name, None)
