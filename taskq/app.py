@@ -97,6 +97,20 @@ class App:
         self.publish_many(batch)
         return [self.AsyncResult(m.id) for m, _ in batch]
 
+    def join(
+        self,
+        queue: str = "default",
+        *,
+        fail_fast: bool = True,
+        timeout: float = 10.0,
+        run_scheduled: bool = False,
+    ) -> int:
+        """Run what ``queue`` holds in this process, as a worker would; for tests
+        (see ``taskq.joining.join``). Returns how many messages ran."""
+        from .joining import join
+
+        return join(self, queue, fail_fast=fail_fast, timeout=timeout, run_scheduled=run_scheduled)
+
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, app=self)
 
@@ -105,10 +119,14 @@ def open_broker(settings: Settings) -> Broker:
     """The broker a settings' ``broker`` value names."""
     url = settings.broker
     scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme == "memory":
+        from .brokers.memory import named
+
+        return named(url.removeprefix("memory://"))
     if scheme not in ("", "file"):
         raise ConfigError(
-            f"broker {url!r}: unsupported scheme {scheme!r}; "
-            "give a directory path for the file broker"
+            f"broker {url!r}: unsupported scheme {scheme!r}; give a directory path "
+            "for the file broker, or memory:// for the in-process broker of tests"
         )
     from .brokers.file import FileBroker
     from .brokers.trust import trust_for

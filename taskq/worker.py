@@ -49,8 +49,12 @@ class Worker:
         consumer: Consumer,
         slot: Slot | None = None,
         default_time_limit: float = 0.0,
+        on_failure: Callable[[Message, BaseException, Decision], None] | None = None,
     ) -> None:
+        """``on_failure`` hears of each attempt that did not succeed, once it is
+        settled (``App.join`` re-raises a task's error through it)."""
         self.broker = broker
+        self.on_failure = on_failure
         self.default_time_limit = default_time_limit
         self.key = key
         self.consumer = consumer
@@ -107,11 +111,14 @@ class Worker:
         self, delivery: Delivery, message: Message, payload: bytes, reason: str, error: Exception
     ) -> None:
         log.error("Task %s[%s] dead-lettered (%s): %s", message.task, message.id, reason, error)
+        dead = Dead(reason)
         self._settled(
             lambda: self.settler.apply(
-                delivery, message, payload, Dead(reason), Outcome.FAILED_FINAL, error
+                delivery, message, payload, dead, Outcome.FAILED_FINAL, error
             )
         )
+        if self.on_failure is not None:
+            self.on_failure(message, error, dead)
 
     def _run(
         self,
@@ -153,6 +160,8 @@ class Worker:
             lambda: self.settler.apply(delivery, message, payload, decision, outcome, value)
         )
         describe(message, decision, value, elapsed_ms)
+        if self.on_failure is not None:
+            self.on_failure(message, value, decision)
 
     def _settled(self, step: Callable[[], _T]) -> _T:
         """Run a settling step until it works: the attempt is over, and its outcome
@@ -228,7 +237,7 @@ def run_task(
         task.request = None
 
 
-def _soft_limit(signum: int, frame: FrameType | None) -> None:
+def soft_limit(signum: int, frame: FrameType | None) -> None:
     raise SoftTimeLimitExceeded("soft time limit exceeded")
 
 
@@ -248,7 +257,7 @@ def install_child_signals(on_stop: Callable[[], None]) -> None:
     signal.set_wakeup_fd(-1)  # inherited from the supervisor: its pipe is not ours
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda s, f: on_stop())
-    signal.signal(signal.SIGALRM, _soft_limit)
+    signal.signal(signal.SIGALRM, soft_limit)
 
 
 EXIT_IMPORT_ERROR = 3

@@ -1,0 +1,35 @@
+"""The brokers every contract test runs against: add a broker here and the whole
+suite holds it to the same promises."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskq.brokers.file import FileBroker
+from taskq.brokers.memory import MemoryBroker
+
+
+@pytest.fixture(params=["memory", "file"])
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if request.param == "memory":
+        return MemoryBroker("contract")
+    return FileBroker(tmp_path / "broker", poll_interval=0.05)
+
+
+@pytest.fixture
+def open_consumer(broker: Any) -> Iterator[Callable[..., Any]]:
+    """Consumers of ``broker``, closed when the test ends."""
+    opened: list[Any] = []
+
+    def open_(name: str = "c1", queues: tuple[str, ...] = ("default",)) -> Any:
+        consumer = broker.open_consumer(list(queues), name)
+        opened.append(consumer)
+        return consumer
+
+    yield open_
+    for consumer in opened:
+        consumer.close()

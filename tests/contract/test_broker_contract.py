@@ -1,0 +1,323 @@
+"""The broker contract (taskq/brokers/base.py), each invariant stated once and held
+by every broker in conftest.py. On-disk rules (tmp/ and rename, fsync order, file
+modes) stay in tests/unit/test_file_broker.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from taskq.keys import Keyring
+from taskq.message import Message, dump_call, encode, new_id
+
+KEY = Keyring(b"k" * 32)
+OpenConsumer = Callable[..., Any]
+
+
+def make_message(priority: int = 0, created: float | None = None, **kw: Any) -> Message:
+    created = time.time() if created is None else created
+    return Message(id=new_id(), task="tests.t", priority=priority, created=created, **kw)
+
+
+def publish(broker: Any, message: Message | None = None) -> tuple[Message, bytes]:
+    message = message or make_message()
+    data = encode(message, dump_call(message.task, (message.id,), {}), KEY)
+    broker.publish(message, data)
+    return message, data
+
+
+def drain(consumer: Any, timeout: float = 0.2) -> list[str]:
+    names = []
+    while (delivery := consumer.claim(timeout=timeout)) is not None:
+        names.append(delivery.name)
+    return names
+
+
+def counts(broker: Any, queue: str = "default") -> tuple[int, int, int, int]:
+    c = broker.counts()[queue]
+    return c.ready, c.scheduled, c.claimed, c.dead
+
+
+# -- publishing and claiming ---------------------------------------------------
+
+
+def test_a_published_message_is_claimed_whole_with_its_bytes(
+    broker: Any, open_consumer: OpenConsumer
+) -> None:
+    message, data = publish(broker)
+
+    delivery = open_consumer().claim(timeout=1)
+
+    assert delivery is not None
+    assert (delivery.name, delivery.data, delivery.queue) == (message.name, data, "default")
+
+
+def test_publish_many_makes_every_message_of_the_batch_claimable(
+    broker: Any, open_consumer: OpenConsumer
+) -> None:
+    batch = [make_message() for _ in range(5)]
+    items = [(m, encode(m, dump_call(m.task, (), {}), KEY)) for m in batch]
+
+    assert broker.publish_many(items) == 5
+    assert sorted(drain(open_consumer())) == sorted(m.name for m in batch)
+
+
+def test_racing_consumers_claim_each_message_exactly_once(broker: Any) -> None:
+    published = {publish(broker)[0].name for _ in range(200)}
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def consume(name: str) -> None:
+        consumer = broker.open_consumer(["default"], name)
+        try:
+            names = drain(consumer)
+        finally:
+            consumer.close()
+        with lock:
+            claimed.extend(names)
+
+    threads = [threading.Thread(target=consume, args=(f"racer{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert not any(thread.is_alive() for thread in threads)
+    assert Counter(claimed).most_common(1)[0][1] == 1
+    assert set(claimed) == published
+
+
+def test_claims_come_in_priority_order_then_first_in_first_out(
+    broker: Any, open_consumer: OpenConsumer
+) -> None:
+    t = time.time()
+    low_old = publish(broker, make_message(priority=0, created=t))[0]
+    high_new = publish(broker, make_message(priority=9, created=t + 2))[0]
+    high_old = publish(broker, make_message(priority=9, created=t + 1))[0]
+    low_new = publish(broker, make_message(priority=0, created=t + 3))[0]
+
+    assert drain(open_consumer()) == [m.name for m in (high_old, high_new, low_old, low_new)]
+
+
+def test_a_blocked_claim_wakes_when_a_message_arrives(
+    broker: Any, open_consumer: OpenConsumer
+) -> None:
+    consumer = open_consumer()
+    timer = threading.Timer(0.2, publish, args=(broker,))
+    timer.start()
+    started = time.monotonic()
+
+    delivery = consumer.claim(timeout=5)
+
+    timer.join()
+    assert delivery is not None
+    assert time.monotonic() - started < 2
+
+
+def test_wake_makes_a_blocked_claim_return_early(broker: Any, open_consumer: OpenConsumer) -> None:
+    consumer = open_consumer()
+    timer = threading.Timer(0.2, consumer.wake)
+    timer.start()
+    started = time.monotonic()
+
+    assert consumer.claim(timeout=10) is None
+
+    timer.join()
+    assert time.monotonic() - started < 5
+
+
+# -- scheduled messages ----------------------------------------------------------
+
+
+def test_a_message_with_an_eta_is_claimable_only_once_promoted_when_due(
+    broker: Any, open_consumer: OpenConsumer
+) -> None:
+    eta = time.time() + 100
+    message, _ = publish(broker, make_message(eta=eta))
+    consumer = open_consumer()
+
+    assert consumer.claim(timeout=0.1) is None
+    assert broker.promote_due(eta - 1) == 0
+    assert counts(broker)[:2] == (0, 1)
+    assert broker.promote_due(eta + 1) == 1
+
+    delivery = consumer.claim(timeout=1)
+    assert delivery is not None and delivery.name == message.name
+
+
+# -- settling --------------------------------------------------------------------
+
+
+def claim_one(broker: Any, open_consumer: OpenConsumer, name: str = "c1") -> tuple[Message, Any]:
+    message, _ = publish(broker)
+    delivery = open_consumer(name).claim(timeout=1)
+    assert delivery is not None
+    return message, delivery
+
+
+def test_ack_forgets_the_message(broker: Any, open_consumer: OpenConsumer) -> None:
+    message, delivery = claim_one(broker, open_consumer)
+
+    broker.ack(delivery)
+
+    assert counts(broker) == (0, 0, 0, 0)
+    assert broker.find(message.id) is None
+
+
+def test_retry_later_moves_the_message_to_scheduled_with_the_new_attempt(
+    broker: Any, open_consumer: OpenConsumer
+) -> None:
+    message, delivery = claim_one(broker, open_consumer)
+    again = message.replace(retries=1, eta=time.time() + 100)
+
+    broker.retry_later(delivery, again, encode(again, b"", KEY))
+
+    assert counts(broker) == (0, 1, 0, 0)
+    assert broker.find(message.id) == "scheduled"
+
+
+def test_retry_failing_after_the_new_copy_leaves_a_duplicate_never_a_loss(
+    broker: Any, open_consumer: OpenConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    message, delivery = claim_one(broker, open_consumer)
+    again = message.replace(retries=1, eta=time.time() + 100)
+
+    def failing_ack(delivery: Any) -> None:
+        raise OSError("injected: the old copy cannot be removed")
+
+    monkeypatch.setattr(broker, "ack", failing_ack)
+    with pytest.raises(OSError, match="injected"):
+        broker.retry_later(delivery, again, encode(again, b"", KEY))
+
+    assert counts(broker) == (0, 1, 1, 0)
+
+
+def test_requeue_puts_a_claimed_message_back_unchanged(
+    broker: Any, open_consumer: OpenConsumer
+) -> None:
+    message, delivery = claim_one(broker, open_consumer)
+
+    broker.requeue(delivery)
+
+    again = open_consumer("c2").claim(timeout=1)
+    assert again is not None and (again.name, again.data) == (message.name, delivery.data)
+
+
+def test_a_dead_letter_keeps_its_record_and_bytes_until_removed(
+    broker: Any, open_consumer: OpenConsumer
+) -> None:
+    message, delivery = claim_one(broker, open_consumer)
+
+    broker.dead_letter(delivery, {"id": message.id, "reason": "failed"})
+
+    [letter] = broker.dead_letters()
+    assert (letter.id, letter.record["reason"]) == (message.id, "failed")
+    assert broker.dead_message(letter) == delivery.data
+    assert broker.find(message.id) == "dead"
+    broker.remove_dead(letter)
+    assert broker.dead_letters() == []
+    assert broker.find(message.id) is None
+
+
+# -- dead consumers ---------------------------------------------------------------
+
+
+def test_a_closed_consumers_claims_are_recovered_once_then_it_is_forgotten(
+    broker: Any, open_consumer: OpenConsumer
+) -> None:
+    message, _ = publish(broker)
+    gone = broker.open_consumer(["default"], "gone")
+    assert gone.claim(timeout=1) is not None
+    gone.close()  # without acking: its claim stays, and it counts as dead
+
+    assert broker.dead_consumers() == ["gone"]
+    recovered = broker.recover("gone")
+    assert recovered is not None and [d.name for d in recovered] == [message.name]
+    assert broker.recover("gone") is None
+
+    for delivery in recovered:
+        broker.requeue(delivery)
+    broker.forget_consumer("gone")
+    assert broker.dead_consumers() == []
+    assert drain(open_consumer("c2")) == [message.name]
+
+
+def test_a_live_consumer_is_never_dead_nor_recovered(
+    broker: Any, open_consumer: OpenConsumer
+) -> None:
+    claim_one(broker, open_consumer, "alive")
+
+    assert broker.dead_consumers() == []
+    assert broker.recover("alive") is None
+    assert counts(broker)[2] == 1
+
+
+# -- inspection ---------------------------------------------------------------------
+
+
+def test_counts_report_each_state(broker: Any, open_consumer: OpenConsumer) -> None:
+    for _ in range(3):
+        publish(broker)
+    publish(broker, make_message(eta=time.time() + 100))
+    consumer = open_consumer()
+    broker.ack(consumer.claim(timeout=1))
+    broker.dead_letter(consumer.claim(timeout=1), {"reason": "failed"})
+
+    assert counts(broker) == (1, 1, 0, 1)
+    consumer.claim(timeout=1)
+    assert counts(broker) == (0, 1, 1, 1)
+
+
+def test_purge_drops_ready_and_scheduled_but_not_claimed_or_dead(
+    broker: Any, open_consumer: OpenConsumer
+) -> None:
+    claim_one(broker, open_consumer)
+    _, dead = claim_one(broker, open_consumer, "c2")
+    broker.dead_letter(dead, {"reason": "failed"})
+    publish(broker)
+    publish(broker, make_message(eta=time.time() + 100))
+
+    assert broker.purge("default") == 2
+    assert counts(broker) == (0, 0, 1, 1)
+
+
+def test_find_names_the_state_holding_a_task(broker: Any, open_consumer: OpenConsumer) -> None:
+    ready, _ = publish(broker, make_message(created=time.time() + 10))
+    scheduled, _ = publish(broker, make_message(eta=time.time() + 100))
+    claimed, _ = claim_one(broker, open_consumer)
+
+    assert [broker.find(m.id) for m in (ready, scheduled, claimed)] == [
+        "ready",
+        "scheduled",
+        "claimed",
+    ]
+    assert broker.find(new_id()) is None
+
+
+# -- results -------------------------------------------------------------------------
+
+
+def test_a_stored_result_is_loaded_until_deleted(broker: Any) -> None:
+    task_id = new_id()
+    broker.store_result(task_id, b"signed result")
+
+    assert broker.load_result(task_id) == b"signed result"
+    broker.delete_result(task_id)
+    assert broker.load_result(task_id) is None
+
+
+def test_results_stored_before_the_cutoff_expire_and_later_ones_stay(broker: Any) -> None:
+    old, new = new_id(), new_id()
+    broker.store_result(old, b"old")
+    time.sleep(0.05)
+    cutoff = time.time()
+    time.sleep(0.05)
+    broker.store_result(new, b"new")
+
+    assert broker.expire_results(cutoff) == 1
+    assert (broker.load_result(old), broker.load_result(new)) == (None, b"new")

@@ -1,0 +1,156 @@
+"""App.join: a queue run in this process through the worker's own path, on the
+memory broker and on the file broker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskq import App
+from taskq.brokers.memory import MemoryBroker
+from taskq.errors import SerializationError
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "testing"
+
+
+@pytest.fixture(params=["memory", "file"])
+def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[App]:
+    url = f"memory://{request.node.name}" if request.param == "memory" else str(tmp_path / "b")
+    app = App(broker=url)
+    yield app
+    if isinstance(app.broker, MemoryBroker):
+        app.broker.reset()
+
+
+def declare(app: App, fn: Any, **options: Any) -> Any:
+    """Declare ``fn`` as a task of ``app`` under a name of its own (the registry is global)."""
+    return app.task(fn, name=f"tests.join.{fn.__name__}", **options)
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def charge(order_id: str) -> None:
+    raise KeyError(order_id)
+
+
+def flaky(self: Any, fail_times: int) -> int:
+    if self.request.retries < fail_times:
+        raise ConnectionError(f"attempt {self.request.retries + 1}")
+    return int(self.request.retries)
+
+
+def test_join_runs_the_queue_and_stores_each_result(app: App) -> None:
+    task = declare(app, add)
+    results = [task.delay(i, 1) for i in range(3)]
+
+    assert app.join() == 3
+    assert [r.get(timeout=1) for r in results] == [1, 2, 3]
+    assert app.broker.counts()["default"].ready == 0
+
+
+def test_join_reraises_the_tasks_own_exception_and_leaves_the_rest_queued(app: App) -> None:
+    failing = declare(app, charge, max_retries=0)
+    task = declare(app, add)
+    failing.apply_async(("order-7",), priority=9)  # runs first
+    later = task.delay(1, 1)
+
+    with pytest.raises(KeyError, match="order-7") as raised:
+        app.join()
+
+    assert any(frame.name == "charge" for frame in raised.traceback)
+    assert [letter.record["reason"] for letter in app.broker.dead_letters()] == ["max-retries"]
+    assert app.broker.find(later.id) == "ready"
+
+
+def test_join_without_fail_fast_runs_everything_and_keeps_the_failure_in_the_result(
+    app: App,
+) -> None:
+    failing = declare(app, charge, max_retries=0)
+    result = failing.delay("order-8")
+
+    assert app.join(fail_fast=False) == 1
+    with pytest.raises(KeyError, match="order-8"):
+        result.get(timeout=1)
+
+
+def test_join_with_run_scheduled_runs_the_retries_without_their_backoff(app: App) -> None:
+    task = declare(app, flaky, bind=True, max_retries=3, retry_backoff=60.0)
+    result = task.delay(fail_times=2)
+
+    assert app.join(run_scheduled=True) == 3
+    assert result.get(timeout=1) == 2
+
+
+def test_join_raises_the_error_of_a_retry_left_waiting_for_its_backoff(app: App) -> None:
+    task = declare(app, flaky, bind=True, max_retries=3, retry_backoff=60.0)
+    result = task.delay(fail_times=1)
+
+    with pytest.raises(ConnectionError, match="attempt 1"):
+        app.join()
+
+    assert app.broker.find(result.id) == "scheduled"
+
+
+def test_join_leaves_a_countdown_not_yet_due_unless_asked(app: App) -> None:
+    task = declare(app, add)
+    result = task.apply_async((2, 2), countdown=60)
+
+    assert app.join() == 0
+    assert app.broker.find(result.id) == "scheduled"
+    assert app.join(run_scheduled=True) == 1
+    assert result.get(timeout=1) == 4
+
+
+def test_an_unpicklable_argument_fails_at_delay_and_nothing_is_queued(app: App) -> None:
+    task = declare(app, add)
+
+    with pytest.raises(SerializationError):
+        task.delay(1, _Unpicklable())
+
+    assert app.join() == 0
+
+
+class _Unpicklable:
+    def __reduce__(self) -> Any:
+        raise TypeError("cannot pickle this")
+
+
+def test_join_leaves_no_consumer_behind(app: App) -> None:
+    declare(app, add).delay(1, 2)
+    app.join()
+
+    assert app.broker.dead_consumers() == []
+
+
+def test_two_apps_on_one_memory_url_share_the_broker() -> None:
+    url = "memory://shared-by-two-apps"
+    producer, runner = App(broker=url), App(broker=url)
+    task = declare(producer, add)
+    result = task.delay(20, 22)
+
+    assert runner.join() == 1
+    assert runner.AsyncResult(result.id).get(timeout=1) == 42
+    assert App(broker="memory://another").broker is not producer.broker
+
+
+def test_the_testing_example_passes_and_the_docs_show_it_as_it_is() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "."],
+        cwd=EXAMPLE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "3 passed" in run.stdout
+    doc = (ROOT / "docs" / "testing.md").read_text()
+    for name in ("tasks.py", "test_tasks.py"):
+        assert (EXAMPLE / name).read_text() in doc, f"docs/testing.md does not show {name}"
