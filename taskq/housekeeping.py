@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Iterator
 
-from .brokers.base import Broker
+from .brokers.base import Broker, Housekeeping
 from .errors import TimeLimitExceeded, WorkerLost
 from .keys import Keyring
 from .policy import Outcome
@@ -54,15 +54,16 @@ class Chores:
 
 
 class Sweep:
-    """The periodic clean-up (expired results, writers' litter, surplus spares),
-    driven ``budget`` seconds a round instead of all at once.
+    """The periodic clean-up (``Broker.housekeeping_steps``: expired results and
+    what else the broker leaves behind), driven ``budget`` seconds a round instead
+    of all at once.
 
     The first sweep starts at once, so a worker that lives less than a minute
     still expires results; one cut short by a stop is done by the next start
     (what it deleted is gone, the rest is found again).
     """
 
-    def __init__(self, broker: Broker, every: float, budget: float) -> None:
+    def __init__(self, broker: Housekeeping, every: float, budget: float) -> None:
         self._broker = broker
         self._every = every
         self._budget = budget
@@ -75,12 +76,12 @@ class Sweep:
     def pending(self) -> bool:
         return self._steps is not None
 
-    def tick(self, now: float, results_before: float, litter_before: float) -> None:
+    def tick(self, now: float, results_before: float) -> None:
         """Start a sweep if one is due, and run the current one for up to ``budget`` s."""
         if self._steps is None:
             if now < self._due:
                 return
-            self._steps = self._broker.sweep_steps(results_before, litter_before)
+            self._steps = self._broker.housekeeping_steps(now, results_before)
             self._due = now + self._every
             self._started = time.monotonic()
             self.removed = 0
