@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import task as _task_module
+from .brokers import open_broker
 from .config import Settings, load_settings
-from .errors import ConfigError
 from .keys import Keyring, keyring_for
 from .message import Message, dump_call, encode
 from .results import AsyncResult
@@ -99,27 +99,6 @@ class App:
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, app=self)
-
-
-def open_broker(settings: Settings) -> Broker:
-    """The broker a settings' ``broker`` value names."""
-    url = settings.broker
-    scheme = url.partition("://")[0] if "://" in url else ""
-    if scheme not in ("", "file"):
-        raise ConfigError(
-            f"broker {url!r}: unsupported scheme {scheme!r}; "
-            "give a directory path for the file broker"
-        )
-    from .brokers.file import FileBroker
-    from .brokers.trust import trust_for
-
-    path = url.removeprefix("file://")
-    return FileBroker(
-        path,
-        durable=settings.durable,
-        poll_interval=settings.poll_interval,
-        trust=trust_for(settings),
-    )
 
 
 _default: App | None = None

@@ -24,7 +24,7 @@ from typing import Any
 import multiprocess
 from multiprocess.connection import wait
 
-from .app import open_broker
+from .brokers import open_broker
 from .brokers.base import Broker
 from .brokers.trust import TrustWatch
 from .config import Settings
