@@ -116,6 +116,10 @@ class Queues(Protocol):
 class Recovery(Protocol):
     """Consumers' liveness, and taking over what a dead consumer held."""
 
+    def has_consumer(self, consumer: str) -> bool:
+        """Whether a consumer of this name is registered: ``open_consumer`` returned
+        and it was not forgotten since (a dead one counts until it is recovered)."""
+
     def dead_consumers(self) -> list[str]:
         """Names of consumers whose process is gone but whose claims remain."""
 

@@ -292,6 +292,11 @@ class FileBroker(FileAdmin):
         dirs = [(q, self.root / "queues" / q / "claimed" / consumer) for q in self.queues()]
         return [(q, d) for q, d in dirs if d.is_dir()]
 
+    def has_consumer(self, consumer: str) -> bool:
+        # Its claimed/<consumer>/ folders appear, already locked, when open_consumer
+        # returns, and go with forget_consumer.
+        return bool(self._consumer_dirs(consumer))
+
     def dead_consumers(self) -> list[str]:
         names = set()
         for queue in self.queues():

@@ -505,6 +505,20 @@ def test_sigkilled_consumer_is_dead_and_its_claims_are_recovered(
     assert len(listing(broker, "ready")) == 3
 
 
+def test_a_consumer_is_registered_from_open_until_forgotten(
+    broker: FileBroker, open_consumer: OpenConsumer
+) -> None:
+    assert not broker.has_consumer("c1")
+    consumer = open_consumer("c1")
+    assert broker.has_consumer("c1")
+    assert not broker.has_consumer("c2")
+    consumer.close()
+    assert broker.has_consumer("c1")  # dead, its claims not yet recovered
+    assert broker.recover("c1") == []
+    broker.forget_consumer("c1")
+    assert not broker.has_consumer("c1")
+
+
 def test_live_consumer_in_this_process_is_never_dead(
     broker: FileBroker, open_consumer: OpenConsumer
 ) -> None:
