@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TaskqError
-from ..message import id_of, validate_queue
+from ..message import validate_queue
 from .base import DeadLetter, QueueCounts
 from .file_stores import FileStores
 from .fs import read_file, read_signed, removal_steps
+from .names import id_of
 from .spares import KEEP, UNUSED_FOR, SparePool
 
 _SPARES_A_SWEEP = 5_000  # spares deleted at most by one sweep
