@@ -7,6 +7,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from .brokers.base import CLAIMED
 from .errors import MessageError, ResultNotFound, SerializationError, TaskFailed, safe_str
 from .keys import Keyring
 from .message import dump_value, load_value, seal, unseal
@@ -79,7 +80,8 @@ class AsyncResult(Generic[R]):
         loaded = self._load()
         if loaded is not None:
             return str(loaded[0]["status"])
-        return STARTED if self.app.broker.find(self.id) == "claimed" else PENDING
+        # A consumer holds the message: the task has started (in any broker).
+        return STARTED if self.app.broker.find(self.id) == CLAIMED else PENDING
 
     state = status
 

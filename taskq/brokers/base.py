@@ -28,7 +28,9 @@ from typing import Any, Protocol
 from ..keys import Keyring
 from ..message import Message
 
-MESSAGE_STATES = ("ready", "scheduled", "claimed", "dead")  # what ``Inspection.find`` answers
+# The states of the diagram above, as ``Inspection.find`` names them for any broker.
+READY, SCHEDULED, CLAIMED, DEAD = "ready", "scheduled", "claimed", "dead"
+MESSAGE_STATES = (READY, SCHEDULED, CLAIMED, DEAD)
 
 
 @dataclass(frozen=True, slots=True)

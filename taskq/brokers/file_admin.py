@@ -85,6 +85,7 @@ class FileAdmin(FileStores):
         return removed
 
     def find(self, task_id: str) -> str | None:
+        # The folders are named after the contract's states: a folder's name is the answer.
         for queue in self.queues():
             qdir = self.queue_dir(queue)
             with os.scandir(qdir / "claimed") as entries:  # closed on the early return
