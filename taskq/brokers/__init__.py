@@ -7,6 +7,7 @@ implementation: a new broker is a module and one entry in ``_OPENERS``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
@@ -38,9 +39,7 @@ def open_broker(settings: Settings) -> Broker:
     """The broker a settings' ``broker`` value names: ``<scheme>://...`` or a
     directory path (the file broker)."""
     url = settings.broker
-    scheme, separator, location = url.partition("://")
-    if not separator:
-        scheme, location = "file", url
+    scheme, location = _split(url)
     opener = _OPENERS.get(scheme)
     if opener is None:
         known = ", ".join(f"{name}://" for name in sorted(_OPENERS))
@@ -49,3 +48,16 @@ def open_broker(settings: Settings) -> Broker:
             "give a directory path for the file broker"
         )
     return opener(settings, location)
+
+
+def local_directory(settings: Settings) -> Path | None:
+    """The directory a file broker keeps its state in (for ``--reload`` to ignore
+    its changes); None for a broker kept elsewhere."""
+    scheme, location = _split(settings.broker)
+    return Path(location) if scheme == "file" else None
+
+
+def _split(url: str) -> tuple[str, str]:
+    """The scheme and what follows ``<scheme>://``; a bare path is the file broker's."""
+    scheme, separator, location = url.partition("://")
+    return (scheme, location) if separator else ("file", url)
