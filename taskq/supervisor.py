@@ -26,9 +26,8 @@ from multiprocess.connection import wait
 
 from .brokers import open_broker
 from .brokers.base import Broker
-from .brokers.trust import TrustWatch
 from .config import Settings
-from .housekeeping import Chores, Recoveries, Sweep
+from .housekeeping import Chores, Recoveries, Sweep, TrustWatch
 from .keys import Keyring, keyring_for
 from .message import new_id, validate_queue
 from .policy import Outcome
