@@ -7,9 +7,12 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import task as _task_module
 from .brokers import open_broker
 from .config import Settings, load_settings
+
+# Re-exported where users (and tests) know them from; they live in current.py.
+from .current import default_app as default_app
+from .current import set_default_app as set_default_app
 from .keys import Keyring, keyring_for
 from .message import Message, dump_call, encode
 from .results import AsyncResult
@@ -99,23 +102,3 @@ class App:
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, app=self)
-
-
-_default: App | None = None
-
-
-def default_app() -> App:
-    """The app the bare ``@task`` decorator uses, configured from taskq.toml / env."""
-    global _default
-    if _default is None:
-        _default = App()
-    return _default
-
-
-def set_default_app(app: App) -> None:
-    """Make ``app`` the default (the worker does this before importing task modules)."""
-    global _default
-    _default = app
-
-
-_task_module._default_app = default_app

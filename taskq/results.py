@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .brokers.base import CLAIMED
+from .current import default_app
 from .errors import MessageError, ResultNotFound, SerializationError, TaskFailed, safe_str
 from .keys import Keyring
 from .message import dump_value, load_value, seal, unseal
@@ -50,12 +51,8 @@ class AsyncResult(Generic[R]):
     """A handle on a task's outcome: ``.status``, ``.ready()``, ``.get(timeout)``."""
 
     def __init__(self, task_id: str, app: App | None = None) -> None:
-        if app is None:
-            from .app import default_app
-
-            app = default_app()
         self.id = task_id
-        self.app = app
+        self.app = default_app() if app is None else app
 
     def __repr__(self) -> str:
         return f"<AsyncResult {self.id} {self.status}>"

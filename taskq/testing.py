@@ -23,10 +23,11 @@ from typing import Any
 
 import pytest
 
-from .app import App, default_app, set_default_app
+from .app import App
 from .brokers import open_broker
 from .brokers.base import Broker
 from .config import Settings
+from .current import default_app, set_default_app
 
 
 class WorkerProcess:
