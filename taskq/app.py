@@ -7,9 +7,12 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import task as _task_module
+from .brokers import open_broker
 from .config import Settings, load_settings
-from .errors import ConfigError
+
+# Re-exported where users (and tests) know them from; they live in current.py.
+from .current import default_app as default_app
+from .current import set_default_app as set_default_app
 from .keys import Keyring, keyring_for
 from .message import Message, dump_call, encode
 from .results import AsyncResult
@@ -113,48 +116,3 @@ class App:
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, app=self)
-
-
-def open_broker(settings: Settings) -> Broker:
-    """The broker a settings' ``broker`` value names."""
-    url = settings.broker
-    scheme = url.partition("://")[0] if "://" in url else ""
-    if scheme == "memory":
-        from .brokers.memory import named
-
-        return named(url.removeprefix("memory://"))
-    if scheme not in ("", "file"):
-        raise ConfigError(
-            f"broker {url!r}: unsupported scheme {scheme!r}; give a directory path "
-            "for the file broker, or memory:// for the in-process broker of tests"
-        )
-    from .brokers.file import FileBroker
-    from .brokers.trust import trust_for
-
-    path = url.removeprefix("file://")
-    return FileBroker(
-        path,
-        durable=settings.durable,
-        poll_interval=settings.poll_interval,
-        trust=trust_for(settings),
-    )
-
-
-_default: App | None = None
-
-
-def default_app() -> App:
-    """The app the bare ``@task`` decorator uses, configured from taskq.toml / env."""
-    global _default
-    if _default is None:
-        _default = App()
-    return _default
-
-
-def set_default_app(app: App) -> None:
-    """Make ``app`` the default (the worker does this before importing task modules)."""
-    global _default
-    _default = app
-
-
-_task_module._default_app = default_app

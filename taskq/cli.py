@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from . import admin, keys
-from .app import open_broker
+from .brokers import open_broker
 from .config import Settings, config_file_path, load_settings
 from .errors import TaskqError
 

@@ -6,7 +6,8 @@ supervisor, leaving its children unsupervised; and a chore that takes seconds
 recovery and respawns for as long. So every chore runs under :class:`Chores`,
 which logs a failing chore once and carries on, and the long clean-up is a
 :class:`Sweep` that does a few milliseconds of work a round and resumes where
-it stopped. No thread: the supervisor forks its children.
+it stopped. No thread: the supervisor forks its children. :class:`TrustWatch`
+re-checks, through the broker, that it is still safe to run code from.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import logging
 import time
 from collections.abc import Iterator
 
-from .brokers.base import Broker
-from .errors import TimeLimitExceeded, WorkerLost
+from .brokers.base import Broker, Housekeeping, KeyStore
+from .errors import BrokerError, TimeLimitExceeded, WorkerLost
 from .keys import Keyring
 from .policy import Outcome
 from .recovery import recover_consumer
 
 log = logging.getLogger("taskq.supervisor")
+trust_log = logging.getLogger("taskq.trust")
 
 
 class Chores:
@@ -54,15 +56,16 @@ class Chores:
 
 
 class Sweep:
-    """The periodic clean-up (expired results, writers' litter, surplus spares),
-    driven ``budget`` seconds a round instead of all at once.
+    """The periodic clean-up (``Broker.housekeeping_steps``: expired results and
+    what else the broker leaves behind), driven ``budget`` seconds a round instead
+    of all at once.
 
     The first sweep starts at once, so a worker that lives less than a minute
     still expires results; one cut short by a stop is done by the next start
     (what it deleted is gone, the rest is found again).
     """
 
-    def __init__(self, broker: Broker, every: float, budget: float) -> None:
+    def __init__(self, broker: Housekeeping, every: float, budget: float) -> None:
         self._broker = broker
         self._every = every
         self._budget = budget
@@ -75,12 +78,12 @@ class Sweep:
     def pending(self) -> bool:
         return self._steps is not None
 
-    def tick(self, now: float, results_before: float, litter_before: float) -> None:
+    def tick(self, now: float, results_before: float) -> None:
         """Start a sweep if one is due, and run the current one for up to ``budget`` s."""
         if self._steps is None:
             if now < self._due:
                 return
-            self._steps = self._broker.sweep_steps(results_before, litter_before)
+            self._steps = self._broker.housekeeping_steps(now, results_before)
             self._due = now + self._every
             self._started = time.monotonic()
             self.removed = 0
@@ -137,3 +140,35 @@ class Recoveries:
         # Recovered by another supervisor meanwhile: nothing left to remember.
         keep = set(dead) | live
         self._unsettled = {c: o for c, o in self._unsettled.items() if c in keep}
+
+
+class TrustWatch:
+    """The supervisor's re-check: is the broker still safe to run code from?"""
+
+    def __init__(self, broker: KeyStore, every: float) -> None:
+        self.broker = broker
+        self.every = every
+        self.error: BrokerError | None = None
+        self._next = 0.0
+
+    def failed(self, now: float) -> bool:
+        """Re-check every ``every`` seconds; True (once, logged) when the broker
+        no longer passes: the supervisor then stops, as it would on SIGTERM."""
+        if self.error is not None or now < self._next:
+            return False
+        self._next = now + self.every
+        try:
+            self.broker.check_trust()
+        except OSError as exc:  # a folder we can no longer list is no longer ours
+            self.error = BrokerError(f"cannot check broker {exc.filename}: {exc.strerror}")
+        except BrokerError as exc:
+            self.error = exc
+        if self.error is None:
+            return False
+        trust_log.error("Broker no longer trusted, stopping: %s", self.error)
+        return True
+
+    def raise_error(self) -> None:
+        """After the stop: the error, for the command line to print and exit non-zero."""
+        if self.error is not None:
+            raise self.error

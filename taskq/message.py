@@ -1,4 +1,4 @@
-"""The message: a frozen envelope, its signed wire format and its file name.
+"""The message: a frozen envelope, its signed wire format and its delivery order.
 
 Wire format of one message (and of one stored result)::
 
@@ -66,13 +66,11 @@ class Message:
 
     @property
     def name(self) -> str:
-        """File name in ready/: sorts by (priority high first, enqueue time, id)."""
-        return f"{9 - self.priority}-{int(self.created * 1e6):017d}-{self.id}"
+        """The delivery-order key: sorts by (priority high first, enqueue time, id).
 
-    @property
-    def scheduled_name(self) -> str:
-        """File name in scheduled/: the ETA first, then the ready/ name it will take."""
-        return f"{int((self.eta or 0) * 1e6):017d}_{self.name}"
+        The file broker names its ready/ files so (see ``brokers.names``).
+        """
+        return f"{9 - self.priority}-{int(self.created * 1e6):017d}-{self.id}"
 
     def replace(self, **changes: Any) -> Message:
         return dataclasses.replace(self, **changes)
@@ -80,25 +78,6 @@ class Message:
 
 def new_id() -> str:
     return os.urandom(16).hex()
-
-
-def ready_name_of(scheduled_name: str) -> str:
-    """The ready/ name a scheduled/ file takes when its ETA passes."""
-    return scheduled_name.partition("_")[2]
-
-
-def eta_of(scheduled_name: str) -> float:
-    """The ETA a scheduled/ name starts with; -1 for a name taskq did not make."""
-    eta, sep, rest = scheduled_name.partition("_")
-    if not (sep and rest and eta.isascii() and eta.isdigit()):
-        return -1.0
-    return int(eta) / 1e6
-
-
-def id_of(name: str) -> str:
-    """The message id at the end of a ready/ or scheduled/ file name."""
-    parts = name.split("-", 2)  # priority, enqueue time, then the id (which may hold '-')
-    return parts[2] if len(parts) == 3 else name
 
 
 def validate_queue(queue: str) -> str:

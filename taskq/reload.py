@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .brokers import local_directory
 from .config import Settings
 from .errors import ConfigError
 from .watch import SourceWatcher, WatchSpec, drop_stale_bytecode, source_roots
@@ -90,7 +91,7 @@ class HotReload:
             roots=tuple(dict.fromkeys(roots)),
             include=settings.reload_include,
             exclude=settings.reload_exclude,
-            ignored_paths=(Path(settings.broker).resolve(),),
+            ignored_paths=tuple(p.resolve() for p in [local_directory(settings)] if p),
             files=(config,),
         )
         # watchdog logs every inotify event at DEBUG and its shutdown at ERROR: ours suffice.

@@ -7,6 +7,8 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from .brokers.base import CLAIMED
+from .current import default_app
 from .errors import MessageError, ResultNotFound, SerializationError, TaskFailed, safe_str
 from .keys import Keyring
 from .message import dump_value, load_value, seal, unseal
@@ -49,12 +51,8 @@ class AsyncResult(Generic[R]):
     """A handle on a task's outcome: ``.status``, ``.ready()``, ``.get(timeout)``."""
 
     def __init__(self, task_id: str, app: App | None = None) -> None:
-        if app is None:
-            from .app import default_app
-
-            app = default_app()
         self.id = task_id
-        self.app = app
+        self.app = default_app() if app is None else app
 
     def __repr__(self) -> str:
         return f"<AsyncResult {self.id} {self.status}>"
@@ -79,7 +77,8 @@ class AsyncResult(Generic[R]):
         loaded = self._load()
         if loaded is not None:
             return str(loaded[0]["status"])
-        return STARTED if self.app.broker.find(self.id) == "claimed" else PENDING
+        # A consumer holds the message: the task has started (in any broker).
+        return STARTED if self.app.broker.find(self.id) == CLAIMED else PENDING
 
     state = status
 

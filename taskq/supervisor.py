@@ -24,11 +24,10 @@ from typing import Any
 import multiprocess
 from multiprocess.connection import wait
 
-from .app import open_broker
+from .brokers import open_broker
 from .brokers.base import Broker
-from .brokers.trust import TrustWatch
 from .config import Settings
-from .housekeeping import Chores, Recoveries, Sweep
+from .housekeeping import Chores, Recoveries, Sweep, TrustWatch
 from .keys import Keyring, keyring_for
 from .message import new_id, validate_queue
 from .policy import Outcome
@@ -43,7 +42,6 @@ _SWEEP_EVERY = 1.0  # seconds between dead-consumer sweeps and status updates
 _EXPIRE_EVERY = 60.0  # seconds between result-expiry and tmp/ sweeps
 _SWEEP_BUDGET = 0.015  # seconds of sweeping a round: the longest it may hold up the rest
 _SWEEPING_TICK = 0.035  # seconds between rounds while a sweep is unfinished
-_TMP_MAX_AGE = 300.0  # a tmp/ file older than this belongs to a crashed writer
 _BACKOFF_MAX = 30.0  # longest wait before respawning a crash-looping child
 
 
@@ -147,7 +145,7 @@ class Supervisor:
             with self._chores.chore("publish the status into workers/"):
                 self.broker.publish_worker_state(self.name, self.state())
         with self._chores.chore("delete expired results and litter"):
-            self._sweep.tick(now, now - self.settings.result_expires, now - _TMP_MAX_AGE)
+            self._sweep.tick(now, now - self.settings.result_expires)
         for child in self.children:
             if child.process is None and child.retire_by is None and now >= child.respawn_at:
                 self._spawn(child)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, overload
 
+from .current import default_app
 from .errors import Retry, TaskqError
 from .message import Message, dump_call, new_id, validate_queue, validate_task_id
 
@@ -25,8 +26,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _registry: dict[str, Task[Any, Any]] = {}
-# Set by app.py (which imports this module): an import statement per .delay() costs ~2 µs.
-_default_app: Callable[[], App] | None = None
 
 
 def registry() -> Mapping[str, Task[Any, Any]]:
@@ -90,12 +89,7 @@ class Task(Generic[P, R]):
     @property
     def app(self) -> App:
         """The app this task publishes through: its own, or the default app at call time."""
-        if self._app is not None:
-            return self._app
-        if _default_app is None:  # app.py fills it in when it is imported
-            from . import app  # noqa: F401
-        assert _default_app is not None
-        return _default_app()
+        return self._app if self._app is not None else default_app()
 
     @property
     def request(self) -> Request:

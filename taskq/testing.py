@@ -23,8 +23,11 @@ from typing import Any
 
 import pytest
 
-from .app import App, default_app, set_default_app
-from .brokers.file import FileBroker
+from .app import App
+from .brokers import open_broker
+from .brokers.base import Broker
+from .config import Settings
+from .current import default_app, set_default_app
 
 
 class WorkerProcess:
@@ -34,13 +37,21 @@ class WorkerProcess:
         self.popen = popen
         self.broker_dir = broker_dir
         self.log_path = log_path
+        self._broker: Broker | None = None
+
+    @property
+    def broker(self) -> Broker:
+        """The worker's broker, seen through the contract (any implementation)."""
+        if self._broker is None:
+            self._broker = open_broker(Settings(broker=str(self.broker_dir)))
+        return self._broker
 
     @property
     def pid(self) -> int:
         return self.popen.pid
 
     def state(self) -> dict[str, Any] | None:
-        for state in FileBroker(self.broker_dir).worker_states():
+        for state in self.broker.worker_states():
             if state["pid"] == self.pid:
                 return state
         return None
@@ -56,16 +67,10 @@ class WorkerProcess:
             if self.popen.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.popen.returncode}:\n{self.log()}")
             state = self.state()
-            if state and all(self._consumer_open(c["consumer"]) for c in state["children"]):
+            if state and all(self.broker.has_consumer(c["consumer"]) for c in state["children"]):
                 return self
             time.sleep(0.05)
         raise TimeoutError(f"worker not ready after {timeout} s:\n{self.log()}")
-
-    def _consumer_open(self, consumer: str) -> bool:
-        queues = self.broker_dir / "queues"
-        return queues.is_dir() and any(
-            (q / "claimed" / consumer).is_dir() for q in queues.iterdir()
-        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

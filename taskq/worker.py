@@ -265,7 +265,8 @@ EXIT_IMPORT_ERROR = 3
 
 def child_main(settings: Settings, slot: Slot, consumer_name: str) -> None:
     """Entry point of a forked worker child."""
-    from .app import App, set_default_app
+    from .app import App
+    from .current import set_default_app
 
     state: dict[str, Any] = {"stop": False, "worker": None}
 

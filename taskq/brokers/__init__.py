@@ -1,0 +1,73 @@
+"""Brokers: the contract (``base``) and its implementations, chosen by URL here.
+
+``open_broker`` is the one place that maps a ``broker`` setting to an
+implementation: a new broker is a module and one entry in ``_OPENERS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from .base import Broker
+
+
+def _open_file(settings: Settings, location: str) -> Broker:
+    # Imported when chosen: a process that never opens a file broker does not
+    # load its modules.
+    from .file import FileBroker
+    from .trust import trust_for
+
+    return FileBroker(
+        location,
+        durable=settings.durable,
+        poll_interval=settings.poll_interval,
+        trust=trust_for(settings),
+    )
+
+
+def _open_memory(settings: Settings, name: str) -> Broker:
+    # One broker per name in this process: Apps with the same URL share it.
+    from .memory import named
+
+    return named(name)
+
+
+# scheme -> opener(settings, what follows "<scheme>://"); a bare path is "file".
+_OPENERS: dict[str, Callable[[Settings, str], Broker]] = {
+    "file": _open_file,
+    "memory": _open_memory,
+}
+
+
+def open_broker(settings: Settings) -> Broker:
+    """The broker a settings' ``broker`` value names: ``<scheme>://...`` or a
+    directory path (the file broker)."""
+    url = settings.broker
+    scheme, location = _split(url)
+    opener = _OPENERS.get(scheme)
+    if opener is None:
+        known = ", ".join(f"{name}://" for name in sorted(_OPENERS))
+        raise ConfigError(
+            f"broker {url!r}: unsupported scheme {scheme!r} (known: {known}); "
+            "give a directory path for the file broker"
+        )
+    return opener(settings, location)
+
+
+def local_directory(settings: Settings) -> Path | None:
+    """The directory a file broker keeps its state in (for ``--reload`` to ignore
+    its changes); None for a broker kept elsewhere."""
+    scheme, location = _split(settings.broker)
+    return Path(location) if scheme == "file" else None
+
+
+def _split(url: str) -> tuple[str, str]:
+    """The scheme and what follows ``<scheme>://``; a bare path is the file broker's."""
+    scheme, separator, location = url.partition("://")
+    return (scheme, location) if separator else ("file", url)

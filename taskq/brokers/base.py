@@ -1,4 +1,4 @@
-"""The broker contract: a handful of methods, each keeping one invariant.
+"""The broker contract: small protocols by concept, each method keeping one invariant.
 
 The file broker implements it today; a scale-out broker (Redis) is to
 implement the same methods and pass the same tests. Messages are opaque
@@ -11,6 +11,12 @@ States a message goes through::
                                   ^               |-----retry_later--> scheduled
                                   |               |-----dead_letter--> dead
                                   +--requeue------+ (shutdown, dead consumer)
+
+``Broker`` is every part together: ``Queues`` (the states above), ``Recovery``
+(dead consumers), ``Inspection`` (what ``taskq`` commands read), ``ResultStore``,
+``Registry`` (live supervisors), ``KeyStore`` and ``Housekeeping``. Code that
+needs one part names that part. What only one implementation needs (the file
+broker's tmp/ litter, its recycled files) stays in that implementation.
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ from typing import Any, Protocol
 
 from ..keys import Keyring
 from ..message import Message
+
+# The states of the diagram above, as ``Inspection.find`` names them for any broker.
+READY, SCHEDULED, CLAIMED, DEAD = "ready", "scheduled", "claimed", "dead"
+MESSAGE_STATES = (READY, SCHEDULED, CLAIMED, DEAD)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +87,9 @@ class Consumer(Protocol):
         """Release the consumer's liveness lock. Claimed messages stay claimed."""
 
 
-class Broker(Protocol):
+class Queues(Protocol):
+    """Moving messages between states: the hot path of every task."""
+
     def publish(self, message: Message, data: bytes) -> None:
         """Make a message visible whole or not at all (ready/, or scheduled/ with an ETA)."""
 
@@ -102,6 +114,14 @@ class Broker(Protocol):
     def promote_due(self, now: float) -> int:
         """Move scheduled messages whose ETA has passed to ready/; return how many."""
 
+
+class Recovery(Protocol):
+    """Consumers' liveness, and taking over what a dead consumer held."""
+
+    def has_consumer(self, consumer: str) -> bool:
+        """Whether a consumer of this name is registered: ``open_consumer`` returned
+        and it was not forgotten since (a dead one counts until it is recovered)."""
+
     def dead_consumers(self) -> list[str]:
         """Names of consumers whose process is gone but whose claims remain."""
 
@@ -119,6 +139,10 @@ class Broker(Protocol):
         """Give up a recovery that failed half-way (a full disk): release the dead
         consumer, so that the next sweep takes over the claims still left."""
 
+
+class Inspection(Protocol):
+    """What ``taskq status`` / ``taskq dead`` and ``AsyncResult`` ask of the queues."""
+
     def counts(self) -> dict[str, QueueCounts]:
         """Messages per state, per queue."""
 
@@ -134,6 +158,17 @@ class Broker(Protocol):
     def purge(self, queue: str) -> int:
         """Drop every ready and scheduled message of a queue; return how many."""
 
+    def find(self, task_id: str) -> str | None:
+        """The state holding ``task_id``'s message, if any: one of ``MESSAGE_STATES``.
+
+        The names are the contract's, not a layout's: "claimed" means a consumer
+        holds it (the task has started), whatever the broker keeps it in.
+        """
+
+
+class ResultStore(Protocol):
+    """Signed results, kept until read, deleted or expired."""
+
     def store_result(self, task_id: str, data: bytes) -> None:
         """Store a signed result atomically (readers see all of it or nothing)."""
 
@@ -146,28 +181,9 @@ class Broker(Protocol):
     def expire_results(self, older_than: float) -> int:
         """Delete results stored before ``older_than`` (a timestamp); return how many."""
 
-    def sweep_tmp(self, older_than: float) -> int:
-        """Delete litter from crashed writers (and surplus recycled files); return how many."""
 
-    def keys(self) -> Keyring:
-        """The signing keys kept with the broker; a key is made only while no message
-        is stored (else BrokerError: a lost key)."""
-
-    def rotate_key(self) -> None:
-        """Make a new signing key; the previous ones still verify until pruned."""
-
-    def prune_keys(self) -> int:
-        """Drop the previous keys if no stored message or result needs them; how many
-        (BrokerError naming how many still need them otherwise)."""
-
-    def check_trust(self) -> None:
-        """Raise BrokerError if the broker's folders or key are no longer safe to
-        use (owned or writable by users not trusted, replaced by links)."""
-
-    def sweep_steps(self, results_before: float, litter_before: float) -> Iterator[bool]:
-        """``expire_results`` and ``sweep_tmp`` as one walk the caller drives a step
-        (one file) at a time; each step says whether it deleted a file. A walk
-        dropped half-way loses nothing: the next one finds what is left."""
+class Registry(Protocol):
+    """The live supervisors and the state each publishes for ``taskq status``."""
 
     def register_worker(self, name: str) -> None:
         """Announce a live supervisor (its liveness is kept like a consumer's)."""
@@ -185,5 +201,36 @@ class Broker(Protocol):
     def worker_states(self) -> list[dict[str, Any]]:
         """The last published state of every live supervisor."""
 
-    def find(self, task_id: str) -> str | None:
-        """Which state (ready, scheduled, claimed, dead) holds ``task_id``, if any."""
+
+class KeyStore(Protocol):
+    """The signing keys kept with the broker, and whether it is still safe to use."""
+
+    def keys(self) -> Keyring:
+        """The signing keys kept with the broker; a key is made only while no message
+        is stored (else BrokerError: a lost key)."""
+
+    def rotate_key(self) -> None:
+        """Make a new signing key; the previous ones still verify until pruned."""
+
+    def prune_keys(self) -> int:
+        """Drop the previous keys if no stored message or result needs them; how many
+        (BrokerError naming how many still need them otherwise)."""
+
+    def check_trust(self) -> None:
+        """Raise BrokerError if the broker's folders or key are no longer safe to
+        use (owned or writable by users not trusted, replaced by links)."""
+
+
+class Housekeeping(Protocol):
+    """The supervisor's periodic clean-up, whatever a broker needs cleaned."""
+
+    def housekeeping_steps(self, now: float, results_before: float) -> Iterator[bool]:
+        """Expire results stored before ``results_before`` and whatever else this
+        broker leaves behind (crashed writers' litter), as one walk the caller
+        drives a step (one deletion) at a time; each step says whether it deleted
+        something. A walk dropped half-way loses nothing: the next one finds what
+        is left. A broker with nothing to do yields no steps."""
+
+
+class Broker(Queues, Recovery, Inspection, ResultStore, Registry, KeyStore, Housekeeping, Protocol):
+    """Everything taskq asks of a broker: each part above, in one object."""

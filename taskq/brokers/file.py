@@ -27,13 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..crashpoints import crash_point
-from ..message import (
-    Message,
-    eta_of,
-    new_id,
-    ready_name_of,
-    validate_queue,
-)
+from ..message import Message, new_id, validate_queue
 from .base import Delivery
 from .consumer import FileConsumer, read_claimed
 from .file_admin import FileAdmin
@@ -49,6 +43,7 @@ from .fs import (
     try_lock,
     write_new,
 )
+from .names import eta_of, ready_name_of, scheduled_name
 from .spares import SparePool
 from .trust import Trust, check_umask, make_folder, private
 
@@ -122,7 +117,7 @@ class FileBroker(FileAdmin):
 
     def _target(self, message: Message) -> tuple[str, str]:
         if message.eta is not None and message.eta > time.time():
-            return "scheduled", message.scheduled_name
+            return "scheduled", scheduled_name(message)
         return "ready", message.name
 
     def publish(self, message: Message, data: bytes) -> None:
@@ -291,6 +286,11 @@ class FileBroker(FileAdmin):
     def _consumer_dirs(self, consumer: str) -> list[tuple[str, Path]]:
         dirs = [(q, self.root / "queues" / q / "claimed" / consumer) for q in self.queues()]
         return [(q, d) for q, d in dirs if d.is_dir()]
+
+    def has_consumer(self, consumer: str) -> bool:
+        # Its claimed/<consumer>/ folders appear, already locked, when open_consumer
+        # returns, and go with forget_consumer.
+        return bool(self._consumer_dirs(consumer))
 
     def dead_consumers(self) -> list[str]:
         names = set()

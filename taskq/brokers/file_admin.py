@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TaskqError
-from ..message import id_of, validate_queue
+from ..message import validate_queue
 from .base import DeadLetter, QueueCounts
 from .file_stores import FileStores
 from .fs import read_file, read_signed, removal_steps
+from .names import id_of
 from .spares import KEEP, UNUSED_FOR, SparePool
 
 _SPARES_A_SWEEP = 5_000  # spares deleted at most by one sweep
+_TMP_MAX_AGE = 300.0  # a tmp/ file older than this belongs to a crashed writer
 
 
 class FileAdmin(FileStores):
@@ -83,6 +85,7 @@ class FileAdmin(FileStores):
         return removed
 
     def find(self, task_id: str) -> str | None:
+        # The folders are named after the contract's states: a folder's name is the answer.
         for queue in self.queues():
             qdir = self.queue_dir(queue)
             with os.scandir(qdir / "claimed") as entries:  # closed on the early return
@@ -94,10 +97,16 @@ class FileAdmin(FileStores):
                     return state
         return None
 
+    def housekeeping_steps(self, now: float, results_before: float) -> Iterator[bool]:
+        # Litter is only this broker's: the supervisor knows results, not tmp/.
+        return self.sweep_steps(results_before, now - _TMP_MAX_AGE)
+
     def sweep_tmp(self, older_than: float) -> int:
+        """Delete litter from crashed writers (and surplus recycled files); return how many."""
         return sum(self.litter_steps(older_than))
 
     def sweep_steps(self, results_before: float, litter_before: float) -> Iterator[bool]:
+        """``expire_results`` and ``sweep_tmp`` as one walk, a step (one file) at a time."""
         yield from self.expiry_steps(results_before)
         yield from self.litter_steps(litter_before)
 

@@ -20,9 +20,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import TaskqError
-from ..message import Message, eta_of, id_of, ready_name_of, validate_queue
+from ..message import Message, validate_queue
 from .base import DeadLetter, Delivery, QueueCounts
 from .memory_stores import MemoryStores
+from .names import eta_of, id_of, ready_name_of, scheduled_name
 
 
 class _Queue:
@@ -116,7 +117,7 @@ class MemoryBroker(MemoryStores):
     def _place(self, message: Message, data: bytes) -> None:
         queue = self._queue(message.queue)
         if message.eta is not None and message.eta > time.time():
-            queue.scheduled[message.scheduled_name] = data
+            queue.scheduled[scheduled_name(message)] = data
         else:
             queue.make_ready(message.name, data)
 
@@ -223,6 +224,10 @@ class MemoryBroker(MemoryStores):
 
     # -- dead consumers -------------------------------------------------------
 
+    def has_consumer(self, consumer: str) -> bool:
+        with self._lock:
+            return consumer in self._live or consumer in self._claims
+
     def dead_consumers(self) -> list[str]:
         with self._lock:
             return sorted(set(self._claims) - self._live - self._recovering)
@@ -316,11 +321,8 @@ class MemoryBroker(MemoryStores):
                 held += claims.values()
         return held
 
-    def sweep_tmp(self, older_than: float) -> int:
-        """No writer leaves litter in memory: nothing to sweep."""
-        return 0
-
-    def sweep_steps(self, results_before: float, litter_before: float) -> Iterator[bool]:
+    def housekeeping_steps(self, now: float, results_before: float) -> Iterator[bool]:
+        # No writer leaves litter in memory: expiry is all there is.
         return self.expiry_steps(results_before)
 
 

@@ -23,7 +23,6 @@ nothing is checked per message.
 from __future__ import annotations
 
 import grp
-import logging
 import os
 import pwd
 import stat
@@ -35,9 +34,6 @@ from ..errors import BrokerError, ConfigError
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from .base import Broker
-
-log = logging.getLogger("taskq.trust")
 
 
 @dataclass(frozen=True)
@@ -246,35 +242,3 @@ def _umask() -> int:
     mask = os.umask(0o077)
     os.umask(mask)
     return mask
-
-
-class TrustWatch:
-    """The supervisor's re-check: is the broker still safe to run code from?"""
-
-    def __init__(self, broker: Broker, every: float) -> None:
-        self.broker = broker
-        self.every = every
-        self.error: BrokerError | None = None
-        self._next = 0.0
-
-    def failed(self, now: float) -> bool:
-        """Re-check every ``every`` seconds; True (once, logged) when the broker
-        no longer passes: the supervisor then stops, as it would on SIGTERM."""
-        if self.error is not None or now < self._next:
-            return False
-        self._next = now + self.every
-        try:
-            self.broker.check_trust()
-        except OSError as exc:  # a folder we can no longer list is no longer ours
-            self.error = BrokerError(f"cannot check broker {exc.filename}: {exc.strerror}")
-        except BrokerError as exc:
-            self.error = exc
-        if self.error is None:
-            return False
-        log.error("Broker no longer trusted, stopping: %s", self.error)
-        return True
-
-    def raise_error(self) -> None:
-        """After the stop: the error, for the command line to print and exit non-zero."""
-        if self.error is not None:
-            raise self.error

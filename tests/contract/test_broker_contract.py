@@ -236,6 +236,7 @@ def test_a_closed_consumers_claims_are_recovered_once_then_it_is_forgotten(
     gone.close()  # without acking: its claim stays, and it counts as dead
 
     assert broker.dead_consumers() == ["gone"]
+    assert broker.has_consumer("gone")  # dead, but registered until forgotten
     recovered = broker.recover("gone")
     assert recovered is not None and [d.name for d in recovered] == [message.name]
     assert broker.recover("gone") is None
@@ -244,6 +245,7 @@ def test_a_closed_consumers_claims_are_recovered_once_then_it_is_forgotten(
         broker.requeue(delivery)
     broker.forget_consumer("gone")
     assert broker.dead_consumers() == []
+    assert not broker.has_consumer("gone")
     assert drain(open_consumer("c2")) == [message.name]
 
 
@@ -253,6 +255,7 @@ def test_a_live_consumer_is_never_dead_nor_recovered(
     claim_one(broker, open_consumer, "alive")
 
     assert broker.dead_consumers() == []
+    assert broker.has_consumer("alive")
     assert broker.recover("alive") is None
     assert counts(broker)[2] == 1
 

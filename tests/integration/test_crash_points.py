@@ -27,8 +27,8 @@ import pytest
 from helpers import wait_for
 
 from taskq.app import App
+from taskq.brokers.names import id_of, ready_name_of
 from taskq.crashpoints import EXIT_CODE, STEPS
-from taskq.message import id_of, ready_name_of
 from taskq.results import FAILURE, RETRY, SUCCESS, require
 from taskq.testing import WorkerProcess
 

@@ -18,8 +18,8 @@ import pytest
 from helpers import wait_for
 
 from taskq.app import App
+from taskq.brokers.names import eta_of, id_of
 from taskq.errors import TaskExpired
-from taskq.message import eta_of, id_of
 
 HERE = Path(__file__).parent
 MODULES = "itasks,itasks_delivery"

@@ -28,6 +28,7 @@ from taskq.brokers import fs
 from taskq.brokers.base import Delivery, QueueCounts
 from taskq.brokers.consumer import FileConsumer
 from taskq.brokers.file import FileBroker
+from taskq.brokers.names import scheduled_name
 from taskq.brokers.wakeup import InotifyWatcher, WatchdogWatcher
 from taskq.errors import BrokerError, DiskFull
 from taskq.keys import Keyring
@@ -309,7 +310,7 @@ def test_scheduled_message_is_also_written_out_of_sight_first(
 
     assert len(seen) == 1 and unseen(seen[0][0], broker), seen
     assert seen[0][1] == []  # scheduled/ was empty while the file was written
-    assert listing(broker, "scheduled") == [message.scheduled_name]
+    assert listing(broker, "scheduled") == [scheduled_name(message)]
     assert listing(broker, "ready") == []
 
 
@@ -396,7 +397,7 @@ def test_retry_writes_the_new_copy_before_removing_the_old(
         broker.retry_later(delivery, again, encode(again, b"p", KEY))
 
     # Both copies exist: a crash here gives a duplicate, never a loss.
-    assert listing(broker, "scheduled") == [again.scheduled_name]
+    assert listing(broker, "scheduled") == [scheduled_name(again)]
     assert listing(broker, "claimed/c1") == [".lock", message.name]
 
 
@@ -426,8 +427,8 @@ def test_retry_moves_the_message_to_scheduled_with_the_new_envelope(
     broker.retry_later(delivery, again, data)
 
     assert listing(broker, "claimed/c1") == [".lock"]
-    assert listing(broker, "scheduled") == [again.scheduled_name]
-    path = broker.root / "queues" / "default" / "scheduled" / again.scheduled_name
+    assert listing(broker, "scheduled") == [scheduled_name(again)]
+    path = broker.root / "queues" / "default" / "scheduled" / scheduled_name(again)
     assert decode(path.read_bytes(), KEY)[0].retries == 1
 
 
@@ -503,6 +504,20 @@ def test_sigkilled_consumer_is_dead_and_its_claims_are_recovered(
     assert broker.dead_consumers() == []
     assert not (broker.root / "queues" / "default" / "claimed" / "victim").exists()
     assert len(listing(broker, "ready")) == 3
+
+
+def test_a_consumer_is_registered_from_open_until_forgotten(
+    broker: FileBroker, open_consumer: OpenConsumer
+) -> None:
+    assert not broker.has_consumer("c1")
+    consumer = open_consumer("c1")
+    assert broker.has_consumer("c1")
+    assert not broker.has_consumer("c2")
+    consumer.close()
+    assert broker.has_consumer("c1")  # dead, its claims not yet recovered
+    assert broker.recover("c1") == []
+    broker.forget_consumer("c1")
+    assert not broker.has_consumer("c1")
 
 
 def test_live_consumer_in_this_process_is_never_dead(
@@ -858,7 +873,7 @@ def test_promote_due_moves_only_due_messages_under_their_ready_name(broker: File
     assert broker.promote_due(now + 60) == 1
 
     assert listing(broker, "ready") == [due.name]
-    assert listing(broker, "scheduled") == [later.scheduled_name]
+    assert listing(broker, "scheduled") == [scheduled_name(later)]
     assert broker.promote_due(now + 600) == 1
     assert listing(broker, "ready") == sorted([due.name, later.name])
 
@@ -874,7 +889,7 @@ def test_scheduled_message_added_after_a_promotion_is_promoted_once_due(
 
     assert broker.promote_due(time.time()) == 1
     assert listing(broker, "ready") == [soon.name]
-    assert listing(broker, "scheduled") == [far.scheduled_name]
+    assert listing(broker, "scheduled") == [scheduled_name(far)]
 
 
 def test_message_whose_eta_has_passed_goes_straight_to_ready(broker: FileBroker) -> None:
@@ -1066,7 +1081,7 @@ def test_scheduled_message_added_in_the_same_mtime_tick_as_a_listing_is_not_miss
 
     assert broker.promote_due(time.time()) == 1
     assert listing(broker, "ready") == [soon.name]
-    assert listing(broker, "scheduled") == [far.scheduled_name]
+    assert listing(broker, "scheduled") == [scheduled_name(far)]
 
 
 def test_promote_due_does_not_list_an_unchanged_scheduled_folder_again(

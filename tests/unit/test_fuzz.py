@@ -25,6 +25,7 @@ from taskq.app import App
 from taskq.brokers.base import DeadLetter, Delivery
 from taskq.brokers.file import FileBroker
 from taskq.brokers.fs import hold_lock, release_lock
+from taskq.brokers.names import scheduled_name
 from taskq.errors import MessageError, SerializationError, TaskqError
 from taskq.keys import Keyring
 from taskq.message import MAGIC, Message, decode, dump_call, encode, seal, unseal
@@ -161,7 +162,7 @@ def test_decoder_refuses_a_signed_header_of_wrong_types(
     # What it accepts has the types the rest of taskq relies on.
     assert isinstance(message.id, str) and isinstance(message.task, str)
     assert message.name and isinstance(message.attempts, tuple)
-    assert message.replace(eta=message.created + message.retry_backoff).scheduled_name
+    assert scheduled_name(message.replace(eta=message.created + message.retry_backoff))
 
 
 # -- the worker, through Worker.process ----------------------------------------------

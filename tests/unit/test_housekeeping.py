@@ -47,13 +47,13 @@ def test_sweep_with_a_small_budget_removes_some_results_a_tick_and_finishes_over
     sweep = Sweep(broker, every=60.0, budget=0.0)
     now = time.time()
 
-    sweep.tick(now, now - DAY, now - 300)
+    sweep.tick(now, now - DAY)
     assert 0 < 200 - results_left(broker) < 200
     assert sweep.pending
     for _ in range(1000):
         if not sweep.pending:
             break
-        sweep.tick(now, now - DAY, now - 300)
+        sweep.tick(now, now - DAY)
     assert not sweep.pending
     assert results_left(broker) == 0
     assert sweep.removed == 200
@@ -64,12 +64,12 @@ def test_sweep_starts_at_once_then_waits_its_period(tmp_path: Path) -> None:
     sweep = Sweep(broker, every=60.0, budget=1.0)
     now = time.time()
     old_results(broker, 3)
-    sweep.tick(now, now - DAY, now - 300)  # a worker's first round expires at once
+    sweep.tick(now, now - DAY)  # a worker's first round expires at once
     assert results_left(broker) == 0
     old_results(broker, 3)
-    sweep.tick(now + 30, now - DAY, now - 300)
+    sweep.tick(now + 30, now - DAY)
     assert results_left(broker) == 3
-    sweep.tick(now + 60, now - DAY, now - 300)
+    sweep.tick(now + 60, now - DAY)
     assert results_left(broker) == 0
 
 
@@ -77,10 +77,10 @@ def test_sweep_cut_short_by_a_stop_is_finished_by_the_next_start(tmp_path: Path)
     broker = FileBroker(tmp_path / "broker")
     old_results(broker, 50)
     now = time.time()
-    Sweep(broker, every=60.0, budget=0.0).tick(now, now - DAY, now - 300)
+    Sweep(broker, every=60.0, budget=0.0).tick(now, now - DAY)
     assert 0 < results_left(broker) < 50
 
-    Sweep(broker, every=60.0, budget=1.0).tick(now, now - DAY, now - 300)
+    Sweep(broker, every=60.0, budget=1.0).tick(now, now - DAY)
     assert results_left(broker) == 0
 
 
@@ -94,7 +94,7 @@ def test_sweep_keeps_recent_results_and_removes_stale_tmp_litter(tmp_path: Path)
     litter.write_bytes(b"half")
     os.utime(litter, (time.time() - 600, time.time() - 600))
     now = time.time()
-    Sweep(broker, every=60.0, budget=1.0).tick(now, now - DAY, now - 300)
+    Sweep(broker, every=60.0, budget=1.0).tick(now, now - DAY)
     assert os.listdir(broker.root / "results") == ["fresh"]
     assert not litter.exists()
 
@@ -156,7 +156,7 @@ def test_pending_sweep_does_not_hold_up_promotion_or_respawn(
 ) -> None:
     sup = supervisor
     # A sweep that would never end if it were run to the end in one round.
-    monkeypatch.setattr(sup.broker, "sweep_steps", lambda *_: itertools.repeat(False))
+    monkeypatch.setattr(sup.broker, "housekeeping_steps", lambda *_: itertools.repeat(False))
     sup._start_pool()
     # On a queue the pool does not consume: it stays in ready/ once promoted.
     message = Message(

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from taskq.brokers.names import eta_of, id_of, ready_name_of, scheduled_name
 from taskq.errors import BadSignature, MessageError, SerializationError
 from taskq.keys import Keyring
 from taskq.message import (
@@ -25,11 +26,8 @@ from taskq.message import (
     decode,
     dump_call,
     encode,
-    eta_of,
-    id_of,
     load_value,
     new_id,
-    ready_name_of,
     seal,
     unseal,
     validate_queue,
@@ -155,8 +153,8 @@ def test_scheduled_name_maps_back_to_the_ready_name_and_its_eta(
 ) -> None:
     scheduled = message.replace(eta=eta_ms / 1000)
 
-    assert ready_name_of(scheduled.scheduled_name) == scheduled.name
-    assert eta_of(scheduled.scheduled_name) == pytest.approx(eta_ms / 1000, abs=1e-5)
+    assert ready_name_of(scheduled_name(scheduled)) == scheduled.name
+    assert eta_of(scheduled_name(scheduled)) == pytest.approx(eta_ms / 1000, abs=1e-5)
     assert id_of(scheduled.name) == message.id
 
 
@@ -166,7 +164,7 @@ def test_scheduled_names_sort_by_eta_whatever_the_priority(
 ) -> None:
     scheduled = [m.replace(eta=eta_ms / 1000) for eta_ms, m in pairs]
 
-    etas = [eta_of(n) for n in sorted(m.scheduled_name for m in scheduled)]
+    etas = [eta_of(n) for n in sorted(scheduled_name(m) for m in scheduled)]
 
     assert etas == sorted(etas)
 
@@ -375,7 +373,7 @@ def test_valid_task_ids_are_accepted(task_id: str) -> None:
 def test_an_id_with_dashes_survives_the_file_name() -> None:
     message = Message(id=str(uuid.uuid4()), task="t", created=1.0, eta=2.0)
     assert id_of(message.name) == message.id
-    assert id_of(message.scheduled_name) == message.id
+    assert id_of(scheduled_name(message)) == message.id
 
 
 @pytest.mark.parametrize(

@@ -227,9 +227,9 @@ def test_result_with_a_bad_signature_is_refused_and_never_unpickled(
 def test_async_result_uses_the_default_app_when_none_is_given(
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import taskq.app
+    import taskq.current
 
-    monkeypatch.setattr(taskq.app, "_default", app)
+    monkeypatch.setattr(taskq.current, "_default", app)
     task_id = new_id()
     app.broker.store_result(task_id, success_record(task_id, "t", 7, app.key))
 

@@ -16,6 +16,7 @@ import pytest
 from taskq.app import App
 from taskq.brokers import file_admin, fs
 from taskq.brokers.file import FileBroker
+from taskq.brokers.names import scheduled_name
 from taskq.errors import MessageError, UnsafeEntry
 from taskq.keys import Keyring
 from taskq.message import Message, dump_call, encode, new_id
@@ -156,7 +157,7 @@ def test_a_foreign_name_in_scheduled_goes_to_ready_to_be_quarantined(broker: Fil
     assert broker.promote_due(now=1e9) == 1
 
     assert os.listdir(broker.queue_dir("default") / "ready") == ["not-a-taskq-name"]
-    assert os.listdir(scheduled) == [later.scheduled_name]
+    assert os.listdir(scheduled) == [scheduled_name(later)]
 
 
 def test_an_unreadable_dead_record_is_listed_as_such(broker: FileBroker) -> None:

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from taskq.brokers.file import FileBroker
-from taskq.brokers.trust import Trust, TrustWatch, trust_for, trusted_uids
+from taskq.brokers.trust import Trust, trust_for, trusted_uids
 from taskq.config import Settings
 from taskq.errors import BrokerError, ConfigError
+from taskq.housekeeping import TrustWatch
 from taskq.keys import Keyring
 from taskq.message import Message, decode, encode, new_id
 
