@@ -383,24 +383,6 @@ def _claimed(broker: FileBroker, open_consumer: OpenConsumer) -> tuple[Delivery,
     return delivery, message
 
 
-def test_retry_writes_the_new_copy_before_removing_the_old(
-    broker: FileBroker, open_consumer: OpenConsumer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    delivery, message = _claimed(broker, open_consumer)
-    again = message.replace(retries=1, eta=time.time() + 60)
-
-    def crash(delivery: Delivery) -> None:
-        raise OSError("crashed before the old copy was removed")
-
-    monkeypatch.setattr(broker, "ack", crash)
-    with pytest.raises(OSError, match="crashed"):
-        broker.retry_later(delivery, again, encode(again, b"p", KEY))
-
-    # Both copies exist: a crash here gives a duplicate, never a loss.
-    assert listing(broker, "scheduled") == [scheduled_name(again)]
-    assert listing(broker, "claimed/c1") == [".lock", message.name]
-
-
 def test_retry_that_fails_to_write_the_new_copy_keeps_the_old(
     broker: FileBroker, open_consumer: OpenConsumer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
