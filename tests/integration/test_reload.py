@@ -278,7 +278,7 @@ def test_bad_save_is_refused_and_the_last_good_code_keeps_serving(
     pids = set(w.child_pids())
 
     path = save(proj, 2, extra=bad)
-    [refusal] = wait_until(lambda: refusals(w), what="RELOAD REFUSED")
+    [refusal] = wait_until(lambda: refusals(w), timeout=30, what="RELOAD REFUSED")
     line = len(tasks_source(2).splitlines()) + 1
     assert expected.format(path=path, line=line) in refusal
     # "Still serving the code loaded at" the time the log gave for the worker's start.
@@ -424,7 +424,7 @@ def test_config_change_reloads_the_pool_with_the_new_settings(
     assert len(old_pids) == 2
 
     config.write_text('concurrency = "three"\n')
-    [refusal] = wait_until(lambda: refusals(w), what="RELOAD REFUSED")
+    [refusal] = wait_until(lambda: refusals(w), timeout=30, what="RELOAD REFUSED")
     assert "the configuration is invalid: concurrency from" in refusal
     assert set(w.child_pids()) == old_pids
 
@@ -446,7 +446,7 @@ def test_child_crash_looping_on_broken_code_does_not_stall_the_next_reload(
     save replaces the whole pool, the backing-off slot included."""
     w = worker("app.tasks", "--reload", concurrency=2, cwd=proj)
     path = save(proj, 2, extra="VALUE = (\n")
-    wait_until(lambda: refusals(w), what="RELOAD REFUSED")
+    wait_until(lambda: refusals(w), timeout=30, what="RELOAD REFUSED")
     victim, survivor = w.child_pids()
     os.kill(victim, signal.SIGKILL)
     # Caught in its back-off: the slot has no process when the next save lands.
