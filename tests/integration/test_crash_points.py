@@ -244,13 +244,22 @@ def test_crash_at_step_loses_nothing(
         what=f"{case_id(case)}: result {case.status} and the message in {case.ends or 'none'}",
     )
     assert done_count(runs, task_id) == case.runs
-    counts = taskq_app.broker.counts()["default"]
-    assert (counts.ready, counts.scheduled, counts.claimed) == (0, 0, 0)
+    # A result is stored just before its ack: give the last ack its moment.
+    wait_for(
+        lambda: _nothing_waiting(taskq_app),
+        timeout=10,
+        what="no message ready, scheduled or claimed",
+    )
     if case.reason is not None:
         [letter] = taskq_app.broker.dead_letters()
         assert (letter.id, letter.record["reason"]) == (task_id, case.reason)
         header = require(taskq_app.AsyncResult(task_id))
         assert header["exc_type"].rpartition(".")[2] == case.error
+
+
+def _nothing_waiting(app: App) -> bool:
+    counts = app.broker.counts()["default"]
+    return (counts.ready, counts.scheduled, counts.claimed) == (0, 0, 0)
 
 
 def _settled(places: tuple[str, ...]) -> tuple[str, ...]:
