@@ -23,7 +23,6 @@ from .config import Settings
 from .crashpoints import crash_point
 from .errors import (
     Retry,
-    SerializationError,
     SoftTimeLimitExceeded,
     TaskExpired,
     TaskNotFound,
@@ -31,8 +30,8 @@ from .errors import (
 )
 from .keys import Keyring
 from .message import Message, load_value
-from .policy import Dead, Decision, Outcome, RetryAt, is_expired, settle
-from .settling import Settler
+from .policy import Ack, Dead, Decision, Outcome, RetryAt, is_expired
+from .settling import Settled, Settler
 from .slots import Slot
 from .task import Request, Task, registry
 
@@ -80,55 +79,35 @@ class Worker:
         if opened is None:
             return
         message, payload = opened
+        outcome, value, countdown, elapsed_ms = self._attempt(message, payload)
+        settled = self._settled(
+            lambda: self.settler.settle(delivery, message, payload, outcome, value, countdown)
+        )
+        describe(message, settled, elapsed_ms)
+        if self.on_failure is not None and not isinstance(settled.decision, Ack):
+            self.on_failure(message, settled.value, settled.decision)
+
+    def _attempt(
+        self, message: Message, payload: bytes
+    ) -> tuple[Outcome, Any, float | None, float | None]:
+        """Run the message's task if it can run: (outcome, return value or error,
+        requested countdown, milliseconds it ran)."""
         if is_expired(message, time.time()):
             self.slot.count_expired()
-            expired = TaskExpired(
+            error: Exception = TaskExpired(
                 f"task {message.task}[{message.id}] expired before a worker could start it"
             )
-            self._settled(lambda: self.settler.expired(delivery, message, expired))
-            log.warning(
-                "Task %s[%s] expired before it could run: dropped", message.task, message.id
-            )
-            return
+            return Outcome.EXPIRED, error, None, None
         task = registry().get(message.task)
         if task is None:
-            self._unrunnable(
-                delivery,
-                message,
-                payload,
-                "unknown-task",
-                TaskNotFound(f"no task named {message.task!r} is declared in the worker's modules"),
+            error = TaskNotFound(
+                f"no task named {message.task!r} is declared in the worker's modules"
             )
-            return
+            return Outcome.UNKNOWN_TASK, error, None, None
         try:
             args, kwargs = load_value(payload)
         except Exception as exc:
-            self._unrunnable(delivery, message, payload, "undecodable", exc)
-            return
-        self._run(delivery, message, payload, task, args, kwargs)
-
-    def _unrunnable(
-        self, delivery: Delivery, message: Message, payload: bytes, reason: str, error: Exception
-    ) -> None:
-        log.error("Task %s[%s] dead-lettered (%s): %s", message.task, message.id, reason, error)
-        dead = Dead(reason)
-        self._settled(
-            lambda: self.settler.apply(
-                delivery, message, payload, dead, Outcome.FAILED_FINAL, error
-            )
-        )
-        if self.on_failure is not None:
-            self.on_failure(message, error, dead)
-
-    def _run(
-        self,
-        delivery: Delivery,
-        message: Message,
-        payload: bytes,
-        task: Task[Any, Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> None:
+            return Outcome.UNDECODABLE, exc, None, None
         log.info("Task %s[%s] received", message.task, message.id)
         started = time.time()
         # A task's own time_limit=0 means no limit; None means the worker's default.
@@ -139,29 +118,7 @@ class Worker:
         crash_point("run.done")
         self.slot.finish()
         self.done += 1
-        elapsed_ms = (time.time() - started) * 1000
-        if outcome is Outcome.SUCCEEDED:
-            try:
-                self._settled(lambda: self.settler.succeeded(delivery, message, value))
-            except SerializationError as exc:
-                # Running it again would return the same value: fail it for good.
-                outcome, value = Outcome.FAILED_FINAL, exc
-        if outcome is Outcome.SUCCEEDED:
-            log.info(
-                "Task %s[%s] succeeded in %.1f ms: %.200r",
-                message.task,
-                message.id,
-                elapsed_ms,
-                value,
-            )
-            return
-        decision = settle(message, outcome, time.time(), countdown)
-        self._settled(
-            lambda: self.settler.apply(delivery, message, payload, decision, outcome, value)
-        )
-        describe(message, decision, value, elapsed_ms)
-        if self.on_failure is not None:
-            self.on_failure(message, value, decision)
+        return outcome, value, countdown, (time.time() - started) * 1000
 
     def _settled(self, step: Callable[[], _T]) -> _T:
         """Run a settling step until it works: the attempt is over, and its outcome
@@ -196,25 +153,33 @@ class _Unsettled(Exception):
     """A stop came while an outcome could not be written: the message stays claimed."""
 
 
-def describe(
-    message: Message, decision: Decision, error: BaseException, elapsed_ms: float | None = None
-) -> None:
-    """One log line for an attempt that did not succeed."""
+def describe(message: Message, settled: Settled, elapsed_ms: float | None = None) -> None:
+    """One log line for how a delivery ended."""
     what = f"Task {message.task}[{message.id}]"
-    if isinstance(decision, RetryAt):
+    decision, value = settled.decision, settled.value
+    if settled.outcome is Outcome.SUCCEEDED:
+        log.info("%s succeeded in %.1f ms: %.200r", what, elapsed_ms or 0.0, value)
+    elif settled.outcome is Outcome.EXPIRED:
+        log.warning("%s expired before it could run: dropped", what)
+    elif isinstance(decision, RetryAt):
         log.warning(
             "%s failed%s (%s): retry in %.2f s (attempt %d/%d)",
             what,
             "" if elapsed_ms is None else f" in {elapsed_ms:.1f} ms",
-            describe_error(error),
+            describe_error(value),
             decision.delay,
             message.retries + 2,
             message.max_retries + 1,
         )
+    elif isinstance(decision, Dead) and settled.outcome in _NEVER_RAN:
+        log.error("%s dead-lettered (%s): %s", what, decision.reason, value)
     elif isinstance(decision, Dead):
         log.error(
-            "%s failed (%s): dead-lettered (%s)", what, describe_error(error), decision.reason
+            "%s failed (%s): dead-lettered (%s)", what, describe_error(value), decision.reason
         )
+
+
+_NEVER_RAN = frozenset({Outcome.UNKNOWN_TASK, Outcome.UNDECODABLE})
 
 
 def run_task(
