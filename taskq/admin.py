@@ -14,9 +14,11 @@ from typing import Any
 from .app import App
 from .brokers.base import DeadLetter
 from .config import Settings
-from .errors import BadSignature, MessageError, ResultNotFound, TaskqError
-from .message import decode, encode
+from .errors import ResultNotFound, TaskqError
+from .message import encode
+from .policy import Outcome
 from .results import READY_STATES, AsyncResult, require
+from .settling import Unopened, classify
 
 
 def status(settings: Settings) -> dict[str, Any]:
@@ -103,17 +105,11 @@ def retry_dead(settings: Settings, message_id: str | None) -> tuple[int, list[st
     letters = dead_letters(settings) if message_id is None else [find_dead(settings, message_id)]
     requeued, skipped = 0, []
     for letter in letters:
-        try:
-            message, payload = decode(app.broker.dead_message(letter), app.key)
-        except BadSignature:
-            skipped.append(
-                f"dead message {letter.id} has a bad signature: it is never run; "
-                "inspect it with `taskq dead show` and purge it"
-            )
+        opened = classify(app.broker.dead_message(letter), app.key)
+        if isinstance(opened, Unopened):
+            skipped.append(_unretriable(letter, opened))
             continue
-        except MessageError as exc:
-            skipped.append(f"dead message {letter.id} cannot be decoded: {exc}")
-            continue
+        message, payload = opened
         fresh = message.replace(retries=0, eta=None, attempts=())
         # The old FAILURE would answer .get() before the new attempt runs.
         app.broker.delete_result(message.id)
@@ -123,6 +119,16 @@ def retry_dead(settings: Settings, message_id: str | None) -> tuple[int, list[st
     if message_id is not None and skipped:
         raise TaskqError(skipped[0])
     return requeued, skipped
+
+
+def _unretriable(letter: DeadLetter, unopened: Unopened) -> str:
+    """Why a dead message stays in dead/: it cannot be trusted or understood."""
+    if unopened.outcome is Outcome.BAD_SIGNATURE:
+        return (
+            f"dead message {letter.id} has a bad signature: it is never run; "
+            "inspect it with `taskq dead show` and purge it"
+        )
+    return f"dead message {letter.id} cannot be decoded: {unopened.error}"
 
 
 def purge_dead(settings: Settings, queue: str | None) -> int:

@@ -1,9 +1,10 @@
-"""Every decision about a finished attempt, in one pure function.
+"""Every decision about a delivery, in one pure function.
 
 ``settle(message, outcome, now)`` says what happens to a message: ack it,
-retry it at a time, or dead-letter it with a reason. No I/O here, so the
-worker, the supervisor (for children it killed or lost) and the tests all
-get the same answer.
+retry it at a time, or dead-letter it with a reason. That covers every way a
+delivery can end, from one that cannot even be opened (``message`` is then
+None) to a task that ran. No I/O here, so the worker, the supervisor (for
+children it killed or lost) and the tests all get the same answer.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ class Outcome(Enum):
     TIME_LIMIT = "time-limit"  # the supervisor killed it at its hard time limit
     KILLED = "killed"  # its process died mid-task (SIGKILL, OOM, crash)
     EXPIRED = "expired"  # its `expires` passed before it could start
+    # Never run, never retried: running it again would end the same way.
+    UNSAFE_ENTRY = "unsafe-entry"  # not a regular file: quarantined unread
+    BAD_SIGNATURE = "bad-signature"  # not signed by a key we trust: never unpickled
+    UNDECODABLE = "undecodable"  # its envelope or its arguments cannot be decoded
+    UNKNOWN_TASK = "unknown-task"  # no imported module declares its task
+    UNSERIALIZABLE_RESULT = "unserializable-result"  # it ran, its return value cannot be stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +50,18 @@ class Dead:
 
 
 Decision = Ack | RetryAt | Dead
+
+_ACKED = frozenset({Outcome.SUCCEEDED, Outcome.EXPIRED})
+
+# Why a message ends in dead/ at once, whatever retries it has left.
+_FINAL_REASON = {
+    Outcome.FAILED_FINAL: "failed",
+    Outcome.UNSERIALIZABLE_RESULT: "failed",
+    Outcome.UNSAFE_ENTRY: "unsafe-entry",
+    Outcome.BAD_SIGNATURE: "bad-signature",
+    Outcome.UNDECODABLE: "undecodable",
+    Outcome.UNKNOWN_TASK: "unknown-task",
+}
 
 # Why a message ends in dead/ when its attempts run out, by what ended the last one.
 _EXHAUSTED_REASON = {
@@ -74,17 +93,24 @@ def backoff(
 
 
 def settle(
-    message: Message,
+    message: Message | None,
     outcome: Outcome,
     now: float,
     countdown: float | None = None,
     rand: Callable[[], float] = random.random,
 ) -> Decision:
-    """What to do with ``message`` after an attempt ended with ``outcome``."""
-    if outcome is Outcome.SUCCEEDED or outcome is Outcome.EXPIRED:
+    """What to do with a delivery that ended with ``outcome``.
+
+    ``message`` is None for a delivery that could not be opened (unsafe, bad
+    signature, undecodable): those outcomes never need it. ``countdown`` is the
+    delay a task asked for when it raised ``Retry``.
+    """
+    if outcome in _ACKED:
         return Ack()
-    if outcome is Outcome.FAILED_FINAL:
-        return Dead("failed")
+    if outcome in _FINAL_REASON:
+        return Dead(_FINAL_REASON[outcome])
+    if message is None:
+        raise ValueError(f"outcome {outcome.value!r} is settled by its message's retries")
     if message.retries >= message.max_retries:
         return Dead(_EXHAUSTED_REASON[outcome])
     if countdown is None:

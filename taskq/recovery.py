@@ -10,13 +10,12 @@ poison instead of looping forever.
 from __future__ import annotations
 
 import logging
-import time
 
 from .brokers.base import Broker, Delivery
 from .crashpoints import crash_point
 from .errors import TaskqError
 from .keys import Keyring
-from .policy import Outcome, settle
+from .policy import Outcome
 from .settling import Settler
 from .worker import describe
 
@@ -81,6 +80,4 @@ def _settle(
         f"task {message.task}[{message.id}]: worker {delivery.consumer} "
         + ("passed the hard time limit" if outcome is Outcome.TIME_LIMIT else "died")
     )
-    decision = settle(message, outcome, time.time())
-    settler.apply(delivery, message, payload, decision, outcome, error)
-    describe(message, decision, error)
+    describe(message, settler.settle(delivery, message, payload, outcome, error))

@@ -28,7 +28,7 @@ def try_import(context: Any, modules: Sequence[str], timeout: float = 60.0) -> s
     The child is forked from the supervisor, which never imported user code,
     so it sees the code exactly as the next pool of workers will.
     """
-    from .worker import describe_import_error, import_modules
+    from .child import describe_import_error, import_modules
 
     receiver, sender = context.Pipe(duplex=False)
 

@@ -1,7 +1,11 @@
-"""Carry out a policy decision on a claimed message: ack, retry later, or dead-letter.
+"""Open a claimed delivery, and carry out the policy's decision on it: ack,
+retry later, or dead-letter.
 
-Used by the worker loop for attempts that ended in the task, and by the
-supervisor for attempts that ended with the process (killed, timed out).
+``classify`` is the one place a message's bytes are verified and parsed (the
+worker, recovery and ``taskq dead retry`` all go through it). ``Settler`` asks
+``policy.settle`` what to do with a delivery and does it; it decides nothing.
+Used by the worker loop for every delivery, and by the supervisor for attempts
+that ended with the process (killed, timed out).
 """
 
 from __future__ import annotations
@@ -10,18 +14,68 @@ import logging
 import time
 import traceback
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from .brokers.base import Broker, Delivery
 from .crashpoints import crash_point
-from .errors import BadSignature, MessageError, UnsafeEntry, describe_error, safe_str
+from .errors import (
+    BadSignature,
+    MessageError,
+    SerializationError,
+    UnsafeEntry,
+    describe_error,
+    safe_str,
+)
 from .keys import Keyring
 from .message import Message, decode, encode
-from .policy import Ack, Dead, Decision, Outcome, RetryAt
-from .results import RETRY, failure_record, success_record
+from .policy import Ack, Dead, Decision, Outcome, RetryAt, settle
+from .results import FAILURE, RETRY, failure_record, success_record
 
 log = logging.getLogger("taskq.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Unopened:
+    """A message that cannot be trusted or understood, and which outcome that is."""
+
+    outcome: Outcome
+    error: MessageError
+
+
+def classify(data: bytes, key: Keyring, unsafe: str = "") -> tuple[Message, bytes] | Unopened:
+    """Verify and parse a message: its envelope and (still pickled) payload.
+
+    Never unpickles: an entry that is not a regular file (``unsafe`` says what
+    it is) is not even read; a bad signature is rejected before parsing.
+    """
+    if unsafe:
+        return Unopened(Outcome.UNSAFE_ENTRY, UnsafeEntry(unsafe))
+    try:
+        return decode(data, key)
+    except BadSignature as exc:
+        return Unopened(Outcome.BAD_SIGNATURE, exc)
+    except MessageError as exc:
+        return Unopened(Outcome.UNDECODABLE, exc)
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """How a delivery ended (``value``: the return value or the error) and what
+    was done with it."""
+
+    outcome: Outcome
+    value: Any
+    decision: Decision
+
+
+# The log line for a delivery that could not be opened.
+_UNOPENED_LOG = {
+    Outcome.UNSAFE_ENTRY: "Entry {name} is not a message file: quarantined",
+    Outcome.BAD_SIGNATURE: "Message {name} has a bad signature: dead-lettered unopened",
+    Outcome.UNDECODABLE: "Message {name} cannot be decoded ({error}): dead-lettered",
+}
 
 
 class Settler:
@@ -30,78 +84,79 @@ class Settler:
         self.key = key
         self.worker = worker
 
-    def succeeded(self, delivery: Delivery, message: Message, value: Any) -> None:
+    def open(self, delivery: Delivery) -> tuple[Message, bytes] | None:
+        """The delivery's envelope and (still pickled) payload; or, for one that
+        cannot be trusted or understood, None once it is settled (dead-lettered
+        unread: ``unsafe-entry``, ``bad-signature`` or ``undecodable``)."""
+        opened = classify(delivery.data, self.key, delivery.unsafe)
+        if not isinstance(opened, Unopened):
+            return opened
+        log.error(_UNOPENED_LOG[opened.outcome].format(name=delivery.name, error=opened.error))
+        self.settle(delivery, None, b"", opened.outcome, opened.error)
+        return None
+
+    def settle(
+        self,
+        delivery: Delivery,
+        message: Message | None,
+        payload: bytes,
+        outcome: Outcome,
+        value: Any,
+        countdown: float | None = None,
+    ) -> Settled:
+        """Carry out ``policy.settle``'s decision for a delivery that ended with
+        ``outcome``; ``value`` is the task's return value or the error."""
+        decision = settle(message, outcome, time.time(), countdown)
+        try:
+            self._carry_out(delivery, message, payload, outcome, value, decision)
+        except SerializationError as exc:
+            if outcome is not Outcome.SUCCEEDED:
+                raise
+            # Running it again would return the same value: an outcome of its own.
+            return self.settle(delivery, message, payload, Outcome.UNSERIALIZABLE_RESULT, exc)
+        return Settled(outcome, value, decision)
+
+    def _carry_out(
+        self,
+        delivery: Delivery,
+        message: Message | None,
+        payload: bytes,
+        outcome: Outcome,
+        value: Any,
+        decision: Decision,
+    ) -> None:
+        if message is None:  # never opened: no result to store, no attempts to count
+            assert isinstance(decision, Dead), "policy dead-letters every unopened delivery"
+            self.broker.dead_letter(
+                delivery, dead_record(delivery, None, decision.reason, value, ())
+            )
+            return
         # The result is stored before the ack: a crash between the two runs the
         # task again (at-least-once), it never loses the outcome.
         if not message.ignore_result:
-            self.broker.store_result(
-                message.id, success_record(message.id, message.task, value, self.key)
-            )
-        crash_point("result.stored")
-        self.broker.ack(delivery)
-        crash_point("ack.done")
-
-    def expired(self, delivery: Delivery, message: Message, error: BaseException) -> None:
-        """Drop a message whose ``expires`` passed; ``.get()`` then raises ``error``."""
-        if not message.ignore_result:
-            record = failure_record(message.id, message.task, error, self.key)
-            self.broker.store_result(message.id, record)
-        self.broker.ack(delivery)
-
-    def apply(
-        self,
-        delivery: Delivery,
-        message: Message,
-        payload: bytes,
-        decision: Decision,
-        outcome: Outcome,
-        error: BaseException,
-    ) -> None:
-        """Settle an attempt that did not succeed."""
-        attempts = (*message.attempts, self._attempt(outcome, error))
+            self.broker.store_result(message.id, self._result(message, outcome, value, decision))
         if isinstance(decision, Ack):
+            crash_point("result.stored")
             self.broker.ack(delivery)
-        elif isinstance(decision, RetryAt):
+            crash_point("ack.done")
+            return
+        attempts = (*message.attempts, self._attempt(outcome, value))
+        if isinstance(decision, RetryAt):
             again = message.replace(
                 retries=message.retries + 1, eta=decision.eta, attempts=attempts
             )
-            if not message.ignore_result:
-                record = failure_record(message.id, message.task, error, self.key, status=RETRY)
-                self.broker.store_result(message.id, record)
             crash_point("retry.marked")
             self.broker.retry_later(delivery, again, encode(again, payload, self.key))
-        elif isinstance(decision, Dead):
-            if not message.ignore_result:
-                record = failure_record(message.id, message.task, error, self.key)
-                self.broker.store_result(message.id, record)
+        else:
             self.broker.dead_letter(
-                delivery, dead_record(delivery, message, decision.reason, error, attempts)
+                delivery, dead_record(delivery, message, decision.reason, value, attempts)
             )
 
-    def open(self, delivery: Delivery) -> tuple[Message, bytes] | None:
-        """Verify and parse a delivery: its envelope and (still pickled) payload.
-
-        One that cannot be trusted or understood is dead-lettered here, never
-        unpickled: ``unsafe`` (not a regular file: quarantined unread),
-        ``bad-signature`` or ``undecodable``; then None.
-        """
-        if delivery.unsafe:
-            log.error("Entry %s is not a message file: quarantined", delivery.name)
-            self.reject(delivery, "unsafe-entry", UnsafeEntry(delivery.unsafe))
-            return None
-        try:
-            return decode(delivery.data, self.key)
-        except BadSignature as exc:
-            log.error("Message %s has a bad signature: dead-lettered unopened", delivery.name)
-            self.reject(delivery, "bad-signature", exc)
-        except MessageError as exc:
-            log.error("Message %s cannot be decoded (%s): dead-lettered", delivery.name, exc)
-            self.reject(delivery, "undecodable", exc)
-        return None
-
-    def reject(self, delivery: Delivery, reason: str, error: BaseException) -> None:
-        """Dead-letter a message that cannot be trusted or understood (never unpickled)."""
-        self.broker.dead_letter(delivery, dead_record(delivery, None, reason, error, ()))
+    def _result(self, message: Message, outcome: Outcome, value: Any, decision: Decision) -> bytes:
+        if outcome is Outcome.SUCCEEDED:
+            return success_record(message.id, message.task, value, self.key)
+        status = RETRY if isinstance(decision, RetryAt) else FAILURE
+        return failure_record(message.id, message.task, value, self.key, status=status)
 
     def _attempt(self, outcome: Outcome, error: BaseException) -> Mapping[str, Any]:
         return {

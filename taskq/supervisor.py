@@ -26,6 +26,7 @@ from multiprocess.connection import wait
 
 from .brokers import open_broker
 from .brokers.base import Broker
+from .child import EXIT_IMPORT_ERROR, child_main
 from .config import Settings
 from .housekeeping import Chores, Recoveries, Sweep, TrustWatch
 from .keys import Keyring, keyring_for
@@ -33,7 +34,6 @@ from .message import new_id, validate_queue
 from .policy import Outcome
 from .reload import HotReload
 from .slots import Slot
-from .worker import EXIT_IMPORT_ERROR, child_main
 
 log = logging.getLogger("taskq.supervisor")
 

@@ -1,29 +1,23 @@
-"""The loop inside one worker child: claim -> verify -> run -> settle.
+"""The loop inside one worker child: claim -> open -> run -> settle.
 
 No signals beyond "stop after this task", no pool, no reload: those belong to
-the supervisor. Everything that decides a message's fate is in ``policy``.
+the supervisor, and a child's start-up (signals, imports, recycling) to
+``child``. Everything that decides a message's fate is in ``policy``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import resource
 import signal
-import sys
 import time
-import traceback
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, TypeVar
 
 from .brokers.base import Broker, Consumer, Delivery
-from .config import Settings
 from .crashpoints import crash_point
 from .errors import (
     Retry,
-    SerializationError,
     SoftTimeLimitExceeded,
     TaskExpired,
     TaskNotFound,
@@ -31,8 +25,8 @@ from .errors import (
 )
 from .keys import Keyring
 from .message import Message, load_value
-from .policy import Dead, Decision, Outcome, RetryAt, is_expired, settle
-from .settling import Settler
+from .policy import Ack, Dead, Decision, Outcome, RetryAt, is_expired
+from .settling import Settled, Settler
 from .slots import Slot
 from .task import Request, Task, registry
 
@@ -80,55 +74,35 @@ class Worker:
         if opened is None:
             return
         message, payload = opened
+        outcome, value, countdown, elapsed_ms = self._attempt(message, payload)
+        settled = self._settled(
+            lambda: self.settler.settle(delivery, message, payload, outcome, value, countdown)
+        )
+        describe(message, settled, elapsed_ms)
+        if self.on_failure is not None and not isinstance(settled.decision, Ack):
+            self.on_failure(message, settled.value, settled.decision)
+
+    def _attempt(
+        self, message: Message, payload: bytes
+    ) -> tuple[Outcome, Any, float | None, float | None]:
+        """Run the message's task if it can run: (outcome, return value or error,
+        requested countdown, milliseconds it ran)."""
         if is_expired(message, time.time()):
             self.slot.count_expired()
-            expired = TaskExpired(
+            error: Exception = TaskExpired(
                 f"task {message.task}[{message.id}] expired before a worker could start it"
             )
-            self._settled(lambda: self.settler.expired(delivery, message, expired))
-            log.warning(
-                "Task %s[%s] expired before it could run: dropped", message.task, message.id
-            )
-            return
+            return Outcome.EXPIRED, error, None, None
         task = registry().get(message.task)
         if task is None:
-            self._unrunnable(
-                delivery,
-                message,
-                payload,
-                "unknown-task",
-                TaskNotFound(f"no task named {message.task!r} is declared in the worker's modules"),
+            error = TaskNotFound(
+                f"no task named {message.task!r} is declared in the worker's modules"
             )
-            return
+            return Outcome.UNKNOWN_TASK, error, None, None
         try:
             args, kwargs = load_value(payload)
         except Exception as exc:
-            self._unrunnable(delivery, message, payload, "undecodable", exc)
-            return
-        self._run(delivery, message, payload, task, args, kwargs)
-
-    def _unrunnable(
-        self, delivery: Delivery, message: Message, payload: bytes, reason: str, error: Exception
-    ) -> None:
-        log.error("Task %s[%s] dead-lettered (%s): %s", message.task, message.id, reason, error)
-        dead = Dead(reason)
-        self._settled(
-            lambda: self.settler.apply(
-                delivery, message, payload, dead, Outcome.FAILED_FINAL, error
-            )
-        )
-        if self.on_failure is not None:
-            self.on_failure(message, error, dead)
-
-    def _run(
-        self,
-        delivery: Delivery,
-        message: Message,
-        payload: bytes,
-        task: Task[Any, Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> None:
+            return Outcome.UNDECODABLE, exc, None, None
         log.info("Task %s[%s] received", message.task, message.id)
         started = time.time()
         # A task's own time_limit=0 means no limit; None means the worker's default.
@@ -139,29 +113,7 @@ class Worker:
         crash_point("run.done")
         self.slot.finish()
         self.done += 1
-        elapsed_ms = (time.time() - started) * 1000
-        if outcome is Outcome.SUCCEEDED:
-            try:
-                self._settled(lambda: self.settler.succeeded(delivery, message, value))
-            except SerializationError as exc:
-                # Running it again would return the same value: fail it for good.
-                outcome, value = Outcome.FAILED_FINAL, exc
-        if outcome is Outcome.SUCCEEDED:
-            log.info(
-                "Task %s[%s] succeeded in %.1f ms: %.200r",
-                message.task,
-                message.id,
-                elapsed_ms,
-                value,
-            )
-            return
-        decision = settle(message, outcome, time.time(), countdown)
-        self._settled(
-            lambda: self.settler.apply(delivery, message, payload, decision, outcome, value)
-        )
-        describe(message, decision, value, elapsed_ms)
-        if self.on_failure is not None:
-            self.on_failure(message, value, decision)
+        return outcome, value, countdown, (time.time() - started) * 1000
 
     def _settled(self, step: Callable[[], _T]) -> _T:
         """Run a settling step until it works: the attempt is over, and its outcome
@@ -196,25 +148,33 @@ class _Unsettled(Exception):
     """A stop came while an outcome could not be written: the message stays claimed."""
 
 
-def describe(
-    message: Message, decision: Decision, error: BaseException, elapsed_ms: float | None = None
-) -> None:
-    """One log line for an attempt that did not succeed."""
+def describe(message: Message, settled: Settled, elapsed_ms: float | None = None) -> None:
+    """One log line for how a delivery ended."""
     what = f"Task {message.task}[{message.id}]"
-    if isinstance(decision, RetryAt):
+    decision, value = settled.decision, settled.value
+    if settled.outcome is Outcome.SUCCEEDED:
+        log.info("%s succeeded in %.1f ms: %.200r", what, elapsed_ms or 0.0, value)
+    elif settled.outcome is Outcome.EXPIRED:
+        log.warning("%s expired before it could run: dropped", what)
+    elif isinstance(decision, RetryAt):
         log.warning(
             "%s failed%s (%s): retry in %.2f s (attempt %d/%d)",
             what,
             "" if elapsed_ms is None else f" in {elapsed_ms:.1f} ms",
-            describe_error(error),
+            describe_error(value),
             decision.delay,
             message.retries + 2,
             message.max_retries + 1,
         )
+    elif isinstance(decision, Dead) and settled.outcome in _NEVER_RAN:
+        log.error("%s dead-lettered (%s): %s", what, decision.reason, value)
     elif isinstance(decision, Dead):
         log.error(
-            "%s failed (%s): dead-lettered (%s)", what, describe_error(error), decision.reason
+            "%s failed (%s): dead-lettered (%s)", what, describe_error(value), decision.reason
         )
+
+
+_NEVER_RAN = frozenset({Outcome.UNKNOWN_TASK, Outcome.UNDECODABLE})
 
 
 def run_task(
@@ -239,113 +199,3 @@ def run_task(
 
 def soft_limit(signum: int, frame: FrameType | None) -> None:
     raise SoftTimeLimitExceeded("soft time limit exceeded")
-
-
-def rss_mb() -> float:
-    """This process's resident memory in MB."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        scale = 1 if sys.platform == "darwin" else 1024
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
-
-
-def install_child_signals(on_stop: Callable[[], None]) -> None:
-    """Ctrl-C reaches the whole process group: only the supervisor acts on it.
-    SIGTERM from the supervisor means: finish the task in hand, then exit."""
-    signal.set_wakeup_fd(-1)  # inherited from the supervisor: its pipe is not ours
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda s, f: on_stop())
-    signal.signal(signal.SIGALRM, soft_limit)
-
-
-EXIT_IMPORT_ERROR = 3
-
-
-def child_main(settings: Settings, slot: Slot, consumer_name: str) -> None:
-    """Entry point of a forked worker child."""
-    from .app import App
-    from .current import set_default_app
-
-    state: dict[str, Any] = {"stop": False, "worker": None}
-
-    def on_stop() -> None:
-        state["stop"] = True
-        worker: Worker | None = state["worker"]
-        if worker is not None:
-            worker.stopping = True
-            worker.consumer.wake()
-
-    install_child_signals(on_stop)
-    parent = _stop_when_parent_dies()
-    import multiprocessing  # logging names processes after the stdlib's idea of them
-
-    multiprocessing.current_process().name = f"worker-{slot.index}"
-    app = App.from_settings(settings)
-    set_default_app(app)
-    try:
-        import_modules(settings.modules)
-    except (Exception, SystemExit) as exc:
-        log.error("Cannot import the task modules: %s", describe_import_error(exc))
-        sys.exit(EXIT_IMPORT_ERROR)
-    consumer = app.broker.open_consumer(settings.queues, consumer_name)
-    worker = Worker(app.broker, app.key, consumer, slot, settings.default_time_limit)
-    state["worker"] = worker
-    worker.stopping = state["stop"]
-    try:
-        worker.run(
-            should_continue=lambda: os.getppid() == parent and not recycle_due(worker, settings)
-        )
-    finally:
-        consumer.close()
-
-
-def _stop_when_parent_dies() -> int:
-    """Ask for SIGTERM when the supervisor dies (Linux), so orphans finish their
-    task and exit instead of running unsupervised; the loop also checks the
-    parent's pid, for other systems. Returns the parent's pid."""
-    parent = os.getppid()
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import ctypes.util
-
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # died before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-    return parent
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def import_modules(modules: tuple[str, ...]) -> None:
-    """Import the task modules, with the working directory on sys.path (as Celery does)."""
-    import importlib
-
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    for module in modules:
-        importlib.import_module(module)
-
-
-def describe_import_error(exc: BaseException) -> str:
-    """The error with the file and line at fault, for one log line."""
-    if isinstance(exc, SyntaxError):
-        return f"SyntaxError in {exc.filename}, line {exc.lineno}: {exc.msg}"
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"
-
-
-def recycle_due(worker: Worker, settings: Settings) -> bool:
-    """Whether this child should exit and be replaced by a fresh one."""
-    if settings.max_tasks_per_child and worker.done >= settings.max_tasks_per_child:
-        log.info("Recycling after %d tasks (max_tasks_per_child)", worker.done)
-        return True
-    if settings.max_memory_per_child and worker.done and rss_mb() > settings.max_memory_per_child:
-        log.info("Recycling at %.0f MB (max_memory_per_child)", rss_mb())
-        return True
-    return False

@@ -162,6 +162,38 @@ def test_final_failure_is_dead_at_once_whatever_retries_remain() -> None:
     assert settle(msg(retries=0, max_retries=10), Outcome.FAILED_FINAL, NOW) == Dead("failed")
 
 
+@pytest.mark.parametrize(
+    ("outcome", "reason"),
+    [
+        (Outcome.UNSAFE_ENTRY, "unsafe-entry"),
+        (Outcome.BAD_SIGNATURE, "bad-signature"),
+        (Outcome.UNDECODABLE, "undecodable"),
+        (Outcome.UNKNOWN_TASK, "unknown-task"),
+        (Outcome.UNSERIALIZABLE_RESULT, "failed"),
+        (Outcome.FAILED_FINAL, "failed"),
+    ],
+)
+def test_what_would_end_the_same_way_again_is_dead_at_once_with_its_reason(
+    outcome: Outcome, reason: str
+) -> None:
+    assert settle(None, outcome, NOW) == Dead(reason)
+    assert settle(msg(retries=0, max_retries=10), outcome, NOW) == Dead(reason)
+    assert settle(msg(retries=0, max_retries=10), outcome, NOW, countdown=1.0) == Dead(reason)
+
+
+@pytest.mark.parametrize("outcome", [Outcome.SUCCEEDED, Outcome.EXPIRED])
+def test_acked_outcomes_need_no_message(outcome: Outcome) -> None:
+    assert settle(None, outcome, NOW) == Ack()
+
+
+@pytest.mark.parametrize(
+    "outcome", [Outcome.FAILED, Outcome.RETRY_REQUESTED, Outcome.TIME_LIMIT, Outcome.KILLED]
+)
+def test_an_outcome_counted_against_retries_needs_the_message(outcome: Outcome) -> None:
+    with pytest.raises(ValueError, match=outcome.value):
+        settle(None, outcome, NOW)
+
+
 @pytest.mark.parametrize("outcome", list(Outcome))
 def test_every_outcome_gets_a_decision_at_every_retry_count(outcome: Outcome) -> None:
     for retries in range(5):
