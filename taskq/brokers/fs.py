@@ -314,10 +314,6 @@ def sync_files(root: Path, paths: list[str]) -> None:
             os.close(fd)
 
 
-def remove_older(folder: Path, older_than: float, only_prefix: str = "") -> int:
-    return sum(removal_steps(folder, older_than, only_prefix))
-
-
 def removal_steps(
     folder: Path, older_than: float, only_prefix: str = "", keep: int | None = None
 ) -> Iterator[bool]:
