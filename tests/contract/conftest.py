@@ -12,8 +12,6 @@ import pytest
 from taskq.brokers.file import FileBroker
 from taskq.brokers.memory import MemoryBroker
 
-from taskq.brokers.redis import RedisBroker
-
 
 @pytest.fixture(params=["memory", "file", "redis"])
 def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
@@ -22,6 +20,8 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     elif request.param == "file":
         yield FileBroker(tmp_path / "broker", poll_interval=0.05)
     else:
+        from taskq.brokers.redis import RedisBroker  # after the skip if redis-py is missing
+
         url, _, prefix = request.getfixturevalue("redis_url").partition("?prefix=")
         broker = RedisBroker(url, prefix=prefix, liveness_timeout=2.0)
         yield broker

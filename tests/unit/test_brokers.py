@@ -20,9 +20,8 @@ def test_a_path_or_a_file_url_opens_the_file_broker(tmp_path: Path, prefix: str)
 
 
 def test_an_unknown_scheme_is_refused_naming_the_known_ones() -> None:
-    with pytest.raises(
-        ConfigError, match=r"unsupported scheme 'nope' \(known: file://, memory://\)"
-    ):
+    known = r"\(known: file://, memory://, redis://, rediss://\)"
+    with pytest.raises(ConfigError, match=rf"unsupported scheme 'nope' {known}"):
         open_broker(Settings(broker="nope://host"))
 
 
