@@ -166,6 +166,13 @@ class RedisConsumer:
             self._broker.consumer_closed(self)
 
 
+class _Wire(threading.local):
+    """A thread's own connection for publishing, remade after a fork."""
+
+    conn: Any = None
+    pid = 0
+
+
 class RedisBroker(RedisStores):
     """The broker contract on one Redis (any version from 6.2), shared by every
     producer and worker that names the same URL and prefix."""
@@ -195,6 +202,8 @@ class RedisBroker(RedisStores):
         self.client: Any = redis.Redis.from_url(url, **self._options)
         self._local: dict[str, RedisConsumer] = {}
         self._local_lock = threading.Lock()
+        self._known_queues: set[str] = set()  # in the queues set already
+        self._wire = _Wire()
         super().__init__()
 
     def __repr__(self) -> str:
@@ -203,6 +212,11 @@ class RedisBroker(RedisStores):
     def key(self, kind: str, name: str = "") -> str:
         return f"{self.prefix}{kind}{name}"
 
+    def new_connection(self) -> Any:
+        """A connection of the caller's own, outside the pool."""
+        pool = self.client.connection_pool
+        return pool.connection_class(**pool.connection_kwargs)
+
     def fresh_client(self) -> redis.Redis:
         """A client with a pool of its own (for a signal handler, or a thread)."""
         return redis.Redis.from_url(self.url, **self._options)
@@ -210,24 +224,82 @@ class RedisBroker(RedisStores):
     # -- publishing -----------------------------------------------------------
 
     def publish(self, message: Message, data: bytes) -> None:
-        args = [self.prefix, *_placed(message, data)]
-        self.call(lambda: self.script(lua.PUBLISH, args))
+        # One ZADD makes the message visible whole: no script needed, and sending
+        # it again after a lost reply changes nothing (same member, same score).
+        # Packed by hand: this is the whole cost of a ``.delay()`` beyond the round trip.
+        key, score, member = self._placed(message, data)
+        packed = _resp(b"ZADD", key.encode(), b"%r" % score, member)
+        if not score:
+            packed += _resp(b"RPUSH", self.key("wake:", message.queue).encode(), b"1")
+        self.call(partial(self.send_packed, packed, 2 if not score else 1))
 
     def publish_many(self, items: Iterable[tuple[Message, bytes]]) -> int:
-        batch = [_placed(message, data) for message, data in items]
-        if not batch:
+        placed: dict[str, list[Any]] = {}  # key -> score, member, score, member...
+        woken: dict[str, int] = {}
+        for message, data in items:
+            key, score, member = self._placed(message, data)
+            placed.setdefault(key, []).extend((score, member))
+            if not score:
+                woken[message.queue] = woken.get(message.queue, 0) + 1
+        if not placed:
             return 0
+        commands: list[tuple[Any, ...]] = [("MULTI",)]  # visible all at once, or none
+        for key, pairs in placed.items():
+            for start in range(0, len(pairs), 2 * _BATCH):
+                commands.append(("ZADD", key, *pairs[start : start + 2 * _BATCH]))
+        commands.append(("EXEC",))
+        for queue, count in woken.items():
+            commands += self._wake_commands(queue, count)
+        self.call(partial(self.send, commands))
+        return sum(len(pairs) for pairs in placed.values()) // 2
 
-        def send() -> None:
-            # One transaction: every chunk's script runs before any client sees one.
-            pipe = self.client.pipeline(transaction=True)
-            for start in range(0, len(batch), _BATCH):
-                args = [a for placed in batch[start : start + _BATCH] for a in placed]
-                self.script_in(pipe, lua.PUBLISH, [self.prefix, *args])
-            pipe.execute()
+    def _placed(self, message: Message, data: bytes) -> tuple[str, float, bytes]:
+        """Where a message goes: (key, score, member); the member is its name, a NUL
+        and its bytes, so ready messages sort by name (all score 0)."""
+        queue = message.queue
+        if queue not in self._known_queues:
+            self.call(lambda: self.client.sadd(self.key("queues"), validate_queue(queue)))
+            self._known_queues.add(queue)
+        if message.eta is not None and message.eta > time.time():
+            return (
+                self.key("scheduled:", queue),
+                message.eta,
+                _member(scheduled_name(message), data),
+            )
+        return self.key("ready:", queue), 0, _member(message.name, data)
 
-        self.call(send)
-        return len(batch)
+    def _wake_commands(self, queue: str, count: int) -> list[tuple[Any, ...]]:
+        """Wake-up tokens for blocked claims, one per message up to a few (a claim
+        trims the list, so tokens of a queue nobody consumes stay few)."""
+        return [("RPUSH", self.key("wake:", queue), *("1" * min(count, lua.WAKE_TOKENS)))]
+
+    def send(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send commands in one write on this thread's own connection; their replies."""
+        conn = self._connection()
+        return self.send_packed(conn.pack_commands(commands), len(commands))
+
+    def send_packed(self, packed: bytes | list[bytes], replies: int) -> list[Any]:
+        """Send packed commands on this thread's own connection (no pool, no
+        per-command machinery: the hot path of ``.delay()``); their replies."""
+        conn = self._connection()
+        try:
+            conn.send_packed_command(packed if isinstance(packed, list) else [packed])
+            read = [conn.read_response() for _ in range(replies)]
+        except BaseException:
+            self._wire.conn = None  # a half-read reply makes the connection useless
+            conn.disconnect()
+            raise
+        for reply in read:
+            for item in reply if isinstance(reply, list) else (reply,):
+                if isinstance(item, redis.ResponseError):  # inside a transaction's EXEC
+                    raise item
+        return read
+
+    def _connection(self) -> Any:
+        wire = self._wire
+        if wire.conn is None or wire.pid != os.getpid():
+            wire.conn, wire.pid = self.new_connection(), os.getpid()
+        return wire.conn
 
     # -- consuming --------------------------------------------------------------
 
@@ -400,28 +472,28 @@ class RedisBroker(RedisStores):
         self.call(pipe.execute)
 
     def purge(self, queue: str) -> int:
-        validate_queue(queue)
+        ready, scheduled = self.key("ready:", validate_queue(queue)), self.key("scheduled:", queue)
         pipe = self.client.pipeline(transaction=True)
-        pipe.hlen(self.key("data:", queue))
-        pipe.unlink(self.key("ready:", queue), self.key("scheduled:", queue))
-        pipe.unlink(self.key("data:", queue))
-        removed, _, _ = self.call(pipe.execute)
-        return int(removed)
+        pipe.zcard(ready)
+        pipe.zcard(scheduled)
+        pipe.unlink(ready, scheduled)
+        removed_ready, removed_scheduled, _ = self.call(pipe.execute)
+        return int(removed_ready) + int(removed_scheduled)
 
     def find(self, task_id: str) -> str | None:
         def look() -> str | None:
             # SCAN, not a script: a deep queue must not hold Redis up for others.
-            pattern = f"*-{task_id}"
             for field in self._claimed_fields():
                 if id_of(field.partition("/")[2]) == task_id:
                     return "claimed"
             for q in self.queues():
-                for state, key in (
-                    ("ready", "ready:"),
-                    ("scheduled", "scheduled:"),
-                    ("dead", "dead:"),
+                for state, pattern in (
+                    ("ready", f"*-{task_id}\0*"),
+                    ("scheduled", f"*-{task_id}\0*"),
+                    ("dead", f"*-{task_id}"),
                 ):
-                    for _ in self.client.zscan_iter(self.key(key, q), match=pattern, count=1000):
+                    key = self.key(f"{state}:", q)
+                    for _ in self.client.zscan_iter(key, match=pattern, count=1000):
                         return state
             return None
 
@@ -430,9 +502,11 @@ class RedisBroker(RedisStores):
     def _stored_bytes(self) -> Iterator[bytes]:
         yield from super()._stored_bytes()
         for q in self.queues():
-            for kind in ("data:", "dead-data:"):
-                for _, data in self.client.hscan_iter(self.key(kind, q), count=1000):
-                    yield bytes(data)
+            for state in ("ready:", "scheduled:"):
+                for member, _ in self.client.zscan_iter(self.key(state, q), count=1000):
+                    yield _split(member)[1]
+            for _, data in self.client.hscan_iter(self.key("dead-data:", q), count=1000):
+                yield bytes(data)
         for consumer in self.client.hkeys(self.key("consumers")):
             for _, data in self.client.hscan_iter(self.key("claims:", consumer.decode())):
                 yield bytes(data)
@@ -442,12 +516,18 @@ class RedisBroker(RedisStores):
         return self.expiry_steps(results_before)
 
 
-def _placed(message: Message, data: bytes) -> tuple[str, str, bytes, str]:
-    """The PUBLISH script's arguments for one message: (queue, name, data, eta)."""
-    validate_queue(message.queue)
-    if message.eta is not None and message.eta > time.time():
-        return message.queue, scheduled_name(message), data, repr(message.eta)
-    return message.queue, message.name, data, ""
+def _resp(*args: bytes) -> bytes:
+    """One command in Redis's protocol."""
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def _member(name: str, data: bytes) -> bytes:
+    return name.encode() + b"\0" + data
+
+
+def _split(member: bytes) -> tuple[str, bytes]:
+    name, _, data = member.partition(b"\0")
+    return name.decode(), data
 
 
 def _redact(url: str) -> str:

@@ -1,5 +1,6 @@
 """The Redis broker's Lua scripts: each move between states is one script, so
 Redis runs it whole and alone (a message is in exactly one state at any time).
+Publishing needs none: one ZADD is atomic already (see ``redis.py``).
 
 Every script takes the key prefix as ``ARGV[1]`` and names its keys from it;
 the layout is described in ``redis.py``. A script returns what the caller needs
@@ -21,49 +22,24 @@ local function wake(p, q, n)
 end
 """
 
-# ARGV: prefix, then (queue, name, data, eta) per message: eta '' for a ready
-# message, else the ETA (a score) and name is its scheduled name.
-PUBLISH = (
-    _WAKE
-    + """
-local p = ARGV[1]
-local woken = {}
-for i = 2, #ARGV, 4 do
-  local q, name, data, eta = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  redis.call('SADD', p .. 'queues', q)
-  if eta ~= '' then
-    redis.call('ZADD', p .. 'scheduled:' .. q, eta, name)
-  else
-    redis.call('ZADD', p .. 'ready:' .. q, 0, name)
-    woken[q] = (woken[q] or 0) + 1
-  end
-  redis.call('HSET', p .. 'data:' .. q, name, data)
-end
-for q, n in pairs(woken) do wake(p, q, n) end
-return 1
-"""
-)
-
-# ARGV: prefix, consumer, then its queues in priority order.
+# ARGV: prefix, consumer, then its queues in priority order. A claim also trims
+# the queue's wake-up tokens (publishing pushes one per message without looking).
 # Returns {queue, name, data}, false when every queue is empty, or an error
 # starting with GONE when the consumer was recovered (its liveness lapsed).
-CLAIM = """
+CLAIM = f"""
 local p, consumer = ARGV[1], ARGV[2]
 if redis.call('HEXISTS', p .. 'consumers', consumer) == 0 then
   return redis.error_reply('GONE consumer ' .. consumer .. ' was declared dead and recovered')
 end
 for i = 3, #ARGV do
   local q = ARGV[i]
-  while true do
-    local popped = redis.call('ZPOPMIN', p .. 'ready:' .. q)
-    if not popped[1] then break end
-    local name = popped[1]
-    local data = redis.call('HGET', p .. 'data:' .. q, name)
-    if data then
-      redis.call('HDEL', p .. 'data:' .. q, name)
-      redis.call('HSET', p .. 'claims:' .. consumer, q .. '/' .. name, data)
-      return {q, name, data}
-    end
+  local popped = redis.call('ZPOPMIN', p .. 'ready:' .. q)
+  if popped[1] then
+    local cut = string.find(popped[1], '\0', 1, true)
+    local name, data = string.sub(popped[1], 1, cut - 1), string.sub(popped[1], cut + 1)
+    redis.call('HSET', p .. 'claims:' .. consumer, q .. '/' .. name, data)
+    redis.call('LTRIM', p .. 'wake:' .. q, -{WAKE_TOKENS}, -1)
+    return {{q, name, data}}
   end
 end
 return false
@@ -79,8 +55,7 @@ local claims = p .. 'claims:' .. consumer
 local data = redis.call('HGET', claims, q .. '/' .. name)
 if not data then return 0 end
 redis.call('HDEL', claims, q .. '/' .. name)
-redis.call('ZADD', p .. 'ready:' .. q, 0, name)
-redis.call('HSET', p .. 'data:' .. q, name, data)
+redis.call('ZADD', p .. 'ready:' .. q, 0, name .. '\0' .. data)
 wake(p, q, 1)
 return 1
 """
@@ -110,16 +85,12 @@ local p, now, most = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local moved = 0
 for _, q in ipairs(redis.call('SMEMBERS', p .. 'queues')) do
   local due = redis.call('ZRANGEBYSCORE', p .. 'scheduled:' .. q, '-inf', now, 'LIMIT', 0, most)
-  for _, sname in ipairs(due) do
-    redis.call('ZREM', p .. 'scheduled:' .. q, sname)
-    local data = redis.call('HGET', p .. 'data:' .. q, sname)
-    if data then
-      local name = string.sub(sname, string.find(sname, '_', 1, true) + 1)
-      redis.call('HDEL', p .. 'data:' .. q, sname)
-      redis.call('ZADD', p .. 'ready:' .. q, 0, name)
-      redis.call('HSET', p .. 'data:' .. q, name, data)
-      moved = moved + 1
-    end
+  for _, member in ipairs(due) do
+    redis.call('ZREM', p .. 'scheduled:' .. q, member)
+    -- '<ETA>_<name>\0<data>' becomes '<name>\0<data>'
+    local cut = string.find(member, '_', 1, true)
+    redis.call('ZADD', p .. 'ready:' .. q, 0, string.sub(member, cut + 1))
+    moved = moved + 1
   end
   if #due > 0 then wake(p, q, #due) end
 end
@@ -199,7 +170,9 @@ local current = redis.call('HGET', p .. 'keys', 'current')
 if current then return {current, redis.call('HGET', p .. 'keys', 'previous') or '[]'} end
 local stored = 0
 for _, q in ipairs(redis.call('SMEMBERS', p .. 'queues')) do
-  stored = stored + redis.call('HLEN', p .. 'data:' .. q) + redis.call('ZCARD', p .. 'dead:' .. q)
+  for _, state in ipairs({'ready:', 'scheduled:', 'dead:'}) do
+    stored = stored + redis.call('ZCARD', p .. state .. q)
+  end
 end
 for _, c in ipairs(redis.call('HKEYS', p .. 'consumers')) do
   stored = stored + redis.call('HLEN', p .. 'claims:' .. c)
