@@ -142,7 +142,7 @@ def default_markdown(args: argparse.Namespace, workloads: list[str]) -> None:
 
 def write(args: argparse.Namespace, results: suite.Results, systems: list[str], raw: Path) -> None:
     """Print the markdown table and write it to --markdown, and the chart to --chart."""
-    rows = report.rows(results.outcomes, [*systems, suite.LIMIT])
+    rows = report.rows(results.outcomes, [*systems, *suite.LIMITS])
     chaos = [o for o in results.outcomes if o.scenario == report.CHAOS]
     chart = None
     try:

@@ -115,8 +115,24 @@ def table(rows_: list[Row], skipped: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+LABELS = {
+    "limit": "limit (raw file ops, 1 process)",
+    "limit-redis": "limit-redis (bare RESP, 1 connection)",
+}
+HOW_LIMITS_RAN = {
+    "limit": (
+        "create + write 300 B + close + rename (W1 column), "
+        "rename + read + unlink (W2 column), in one process"
+    ),
+    "limit-redis": (
+        "LPUSH of 300 B (W1 column), LMOVE + LREM (W2 column, two round trips), "
+        "each reply awaited, on one plain socket with hand-written RESP"
+    ),
+}
+
+
 def label(system: str) -> str:
-    return "limit (raw file ops, 1 process)" if system == "limit" else system
+    return LABELS.get(system, system)
 
 
 def fastest(rows_: list[Row], key: str, low: bool = False) -> tuple[str, float] | None:
@@ -127,7 +143,7 @@ def fastest(rows_: list[Row], key: str, low: bool = False) -> tuple[str, float] 
 
 
 def is_peer(system: str) -> bool:
-    return not system.startswith("taskq") and system != "limit"
+    return not system.startswith("taskq") and system not in LABELS
 
 
 def targets(rows_: list[Row]) -> list[str]:
@@ -272,12 +288,7 @@ def w1_to_w4(results: dict[str, Any], rows_: list[Row], chart: str | None) -> li
         parts += ["Against the targets of the performance issue:", "", *lines, ""]
     parts += ["How each row ran:", ""]
     for row in rows_:
-        mode = results["modes"].get(row.system, "")
-        if row.system == "limit":
-            mode = (
-                "create + write 300 B + close + rename (W1 column), "
-                "rename + read + unlink (W2 column), in one process"
-            )
+        mode = HOW_LIMITS_RAN.get(row.system) or results["modes"].get(row.system, "")
         parts.append(f"- **{row.system}**: {mode}")
         parts += [f"  - {note}" for note in row.notes]
     parts += [f"- **{name}**: skipped: {why}" for name, why in results["skipped"].items()]
