@@ -36,7 +36,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=3, help="runs per system (medians are reported)")
     p.add_argument("--depth-runs", type=int, help="runs that include W4 (default: --runs)")
     p.add_argument(
-        "--tasks", type=int, default=20_000, help="W1/W2 tasks, and the limit row's files"
+        "--tasks", type=int, default=20_000, help="W1/W2 tasks, and the limit rows' messages"
     )
     p.add_argument("--depth", type=int, default=200_000, help="W4 tasks")
     p.add_argument("--latency-tasks", type=int, default=1_000, help="W3 tasks")
