@@ -84,6 +84,7 @@ class Supervisor:
     _hot_reload: HotReload | None = None
     _swaps: list[Swap] = field(default_factory=list)  # a save during a swap starts another
     _trust: TrustWatch = field(init=False)  # re-checks the broker's owners and modes
+    _vouched: set[str] = field(default_factory=set)  # consumers of our live children
 
     def __post_init__(self) -> None:
         # Checked here, not only in each child: a bad name is one error, not a crash loop.
@@ -178,6 +179,7 @@ class Supervisor:
         child.consumer = f"{self.name}-{child.slot.index}-{new_id()[:6]}"
         child.kill_reason = None
         child.requeue_only = False
+        self._vouch(add=child.consumer)  # alive before it claims anything
         process = self._ctx.Process(
             target=child_main,
             args=(self.settings, child.slot, child.consumer),
@@ -204,7 +206,16 @@ class Supervisor:
             child.process = None
             self._plan_respawn(child, crashed)
 
+    def _vouch(self, *, add: str = "", drop: str = "") -> None:
+        """Tell the broker which consumers our live children run (see ``Broker.vouch``)."""
+        self._vouched.discard(drop)
+        if add:
+            self._vouched.add(add)
+        with self._chores.chore("keep the worker processes' liveness"):
+            self.broker.vouch(self.name, self._vouched)
+
     def _settle_dead_child(self, child: Child, exitcode: int | None) -> None:
+        self._vouch(drop=child.consumer)  # dead from now: its claims can be taken over
         if child.requeue_only:
             outcome: Outcome | None = None
         elif child.kill_reason is not None:

@@ -38,10 +38,48 @@ def _open_memory(settings: Settings, name: str) -> Broker:
     return named(name)
 
 
+def _open_redis(settings: Settings, location: str, scheme: str = "redis") -> Broker:
+    try:
+        from .redis import RedisBroker
+    except ImportError as exc:
+        raise ConfigError(
+            f"broker {settings.broker!r} needs redis-py: pip install 'taskq[redis]' ({exc})"
+        ) from None
+    url, options = _broker_options(f"{scheme}://{location}", {"prefix", "liveness_timeout"})
+    prefix = options.get("prefix", "taskq:")
+    try:
+        liveness = float(options.get("liveness_timeout", "10"))
+    except ValueError:
+        liveness = -1.0
+    if liveness <= 0:
+        raise ConfigError(
+            f"broker URL: liveness_timeout={options['liveness_timeout']!r} is not a positive "
+            "number of seconds"
+        )
+    if not prefix:
+        raise ConfigError("broker URL: prefix= is empty; give one (the default is taskq:)")
+    return RedisBroker(
+        url, prefix=prefix, liveness_timeout=liveness, result_expires=settings.result_expires
+    )
+
+
+def _broker_options(url: str, ours: set[str]) -> tuple[str, dict[str, str]]:
+    """Split taskq's own query parameters off a URL; the rest stay for the client."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options = {k: v for k, v in query if k in ours}
+    rest = urlencode([(k, v) for k, v in query if k not in ours])
+    return urlunsplit(parts._replace(query=rest)), options
+
+
 # scheme -> opener(settings, what follows "<scheme>://"); a bare path is "file".
 _OPENERS: dict[str, Callable[[Settings, str], Broker]] = {
     "file": _open_file,
     "memory": _open_memory,
+    "redis": _open_redis,
+    "rediss": lambda settings, location: _open_redis(settings, location, "rediss"),
 }
 
 

@@ -21,7 +21,7 @@ broker's tmp/ litter, its recycled files) stays in that implementation.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -117,6 +117,13 @@ class Queues(Protocol):
 
 class Recovery(Protocol):
     """Consumers' liveness, and taking over what a dead consumer held."""
+
+    def vouch(self, worker: str, consumers: Collection[str]) -> None:
+        """Supervisor ``worker`` runs the processes of exactly these ``consumers``
+        now (it says so before forking one and after reaping one). A broker that
+        keeps liveness itself (Redis) keeps them alive from the supervisor, which
+        runs no task, and counts one left out as dead at once; one whose liveness
+        is a lock the consumer's process holds (files) has nothing to do."""
 
     def has_consumer(self, consumer: str) -> bool:
         """Whether a consumer of this name is registered: ``open_consumer`` returned

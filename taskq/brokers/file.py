@@ -22,7 +22,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +286,9 @@ class FileBroker(FileAdmin):
     def _consumer_dirs(self, consumer: str) -> list[tuple[str, Path]]:
         dirs = [(q, self.root / "queues" / q / "claimed" / consumer) for q in self.queues()]
         return [(q, d) for q, d in dirs if d.is_dir()]
+
+    def vouch(self, worker: str, consumers: Collection[str]) -> None:
+        """Nothing to do: a consumer lives while its process holds its lock."""
 
     def has_consumer(self, consumer: str) -> bool:
         # Its claimed/<consumer>/ folders appear, already locked, when open_consumer

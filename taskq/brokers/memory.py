@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import TaskqError
@@ -223,6 +223,9 @@ class MemoryBroker(MemoryStores):
         return moved
 
     # -- dead consumers -------------------------------------------------------
+
+    def vouch(self, worker: str, consumers: Collection[str]) -> None:
+        """Nothing to do: a consumer lives until it is closed."""
 
     def has_consumer(self, consumer: str) -> bool:
         with self._lock:

@@ -12,12 +12,20 @@ import pytest
 from taskq.brokers.file import FileBroker
 from taskq.brokers.memory import MemoryBroker
 
+from taskq.brokers.redis import RedisBroker
 
-@pytest.fixture(params=["memory", "file"])
-def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+
+@pytest.fixture(params=["memory", "file", "redis"])
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     if request.param == "memory":
-        return MemoryBroker("contract")
-    return FileBroker(tmp_path / "broker", poll_interval=0.05)
+        yield MemoryBroker("contract")
+    elif request.param == "file":
+        yield FileBroker(tmp_path / "broker", poll_interval=0.05)
+    else:
+        url, _, prefix = request.getfixturevalue("redis_url").partition("?prefix=")
+        broker = RedisBroker(url, prefix=prefix, liveness_timeout=2.0)
+        yield broker
+        broker.client.close()
 
 
 @pytest.fixture

@@ -1,0 +1,319 @@
+"""What the Redis broker keeps beside its queues: results, the signing keys, the
+registry of live supervisors, and the thread that keeps liveness keys fresh.
+The Redis counterpart of ``file_stores``; also the one place a Redis error
+becomes a taskq error (``call``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import redis
+
+from ..errors import BrokerError, MessageError
+from ..keys import Keyring
+from ..message import unseal, validate_task_id
+from . import redis_scripts as lua
+
+if TYPE_CHECKING:
+    from .redis import RedisConsumer
+
+log = logging.getLogger("taskq.redis")
+
+_T = TypeVar("_T")
+_EXPIRE_BATCH = 500  # results looked at per housekeeping step
+
+
+class BrokerUnavailable(BrokerError, OSError):
+    """Redis did not answer (or refused the write) within the bounded retry: the
+    operation did not happen. An ``OSError`` too, so a worker settling a task
+    keeps trying, as it does on a full disk."""
+
+
+class Heartbeat:
+    """A thread refreshing liveness keys every third of their TTL.
+
+    It runs in the supervisor (for its children, which run the tasks: a busy
+    task cannot starve it) or in a process whose consumer nobody vouches for.
+    """
+
+    def __init__(self, broker: RedisStores) -> None:
+        self._broker = broker
+        self._keys: set[str] = set()  # kept by ``keep`` (own) and ``vouch`` (children)
+        self._vouched: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._failing = False
+
+    def keep(self, key: str) -> None:
+        with self._lock:
+            self._keys.add(key)
+        self._start()
+
+    def drop(self, key: str) -> bool:
+        """Stop refreshing ``key``; whether it was refreshed here."""
+        with self._lock:
+            kept = key in self._keys
+            self._keys.discard(key)
+            self._vouched.discard(key)
+            return kept
+
+    def vouch(self, keys: set[str]) -> set[str]:
+        """Refresh exactly ``keys`` for the children; returns the ones dropped."""
+        with self._lock:
+            dropped = self._vouched - keys
+            self._keys -= dropped
+            self._keys |= keys
+            self._vouched = set(keys)
+        self._start()
+        return dropped
+
+    def _start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            # A thread does not survive fork: a child that needs one starts its own.
+            self._thread = threading.Thread(target=self._run, name="taskq-heartbeat", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        client = self._broker.fresh_client()
+        ttl = self._broker.liveness_ms
+        while True:
+            time.sleep(ttl / 3000)
+            with self._lock:
+                keys = list(self._keys)
+            if not keys:
+                continue
+            try:
+                pipe = client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.set(key, "1", px=ttl)
+                pipe.execute()
+            except redis.RedisError as exc:
+                if not self._failing:
+                    log.error("Cannot refresh liveness in Redis (%s): trying again", exc)
+                self._failing = True
+                continue
+            if self._failing:
+                self._failing = False
+                log.warning("Liveness refreshed in Redis again")
+
+
+class RedisStores:
+    """Results (each with a TTL, listed by time stored for ``expire_results``),
+    the keyring in one hash, supervisors with a liveness key each."""
+
+    # A redis.Redis without decode_responses: every reply is bytes, which its
+    # type hints (bytes | str) cannot say, so it is typed loosely here.
+    client: Any
+    prefix: str
+    where: str
+    liveness_ms: int
+    result_expires_ms: int
+    retry_for: float
+    _local: dict[str, RedisConsumer]
+
+    def __init__(self) -> None:
+        self._loaded: set[str] = set()
+        self.heartbeat = Heartbeat(self)
+        self._keyring: Keyring | None = None
+
+    def key(self, kind: str, name: str = "") -> str:
+        raise NotImplementedError
+
+    def fresh_client(self) -> redis.Redis:
+        raise NotImplementedError
+
+    # -- talking to Redis -----------------------------------------------------
+
+    def call(self, operation: Callable[[], _T]) -> _T:
+        """Run ``operation``, retrying a lost connection for up to ``retry_for`` s;
+        then ``BrokerUnavailable`` naming the URL. Every operation given here is
+        safe to repeat."""
+        deadline = time.monotonic() + self.retry_for
+        pause = 0.05
+        while True:
+            try:
+                return operation()
+            except redis.exceptions.NoScriptError:
+                self._loaded.clear()  # Redis restarted (or SCRIPT FLUSH): load them again
+                continue
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if time.monotonic() + pause > deadline:
+                    raise BrokerUnavailable(f"cannot reach Redis at {self.where}: {exc}") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+            except redis.ResponseError as exc:
+                raise BrokerUnavailable(f"Redis at {self.where} refused: {exc}") from None
+
+    def script(self, source: str, args: list[Any]) -> Any:
+        return self.script_in(self.client, source, args)
+
+    def script_in(self, client: Any, source: str, args: list[Any]) -> Any:
+        """Run a script by its SHA (loaded once per process); ``client`` may be a pipeline."""
+        sha = hashlib.sha1(source.encode()).hexdigest()
+        if sha not in self._loaded:
+            self.client.script_load(source)
+            self._loaded.add(sha)
+        return client.evalsha(sha, 0, *args)
+
+    def _one_local(self) -> RedisConsumer | None:
+        """The consumer of this process, if it has exactly one (a worker child)."""
+        local = list(self._local.values())
+        return local[0] if len(local) == 1 and not local[0].closed else None
+
+    def _sync_local(self) -> None:
+        for consumer in list(self._local.values()):
+            consumer.sync()
+
+    # -- results --------------------------------------------------------------
+
+    def store_result(self, task_id: str, data: bytes) -> None:
+        validate_task_id(task_id)
+        key = self.key("result:", task_id)
+        local = self._one_local()
+        if local is not None:  # a worker: sent on its link, before the ack that follows
+            local.write("SET", key, data, "PX", self.result_expires_ms)
+            local.write("ZADD", self.key("results"), repr(time.time()), task_id)
+            return
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(key, data, px=self.result_expires_ms)
+        pipe.zadd(self.key("results"), {task_id: time.time()})
+        self.call(pipe.execute)
+
+    def load_result(self, task_id: str) -> bytes | None:
+        validate_task_id(task_id)
+        self._sync_local()
+        data = self.call(lambda: self.client.get(self.key("result:", task_id)))
+        return None if data is None else bytes(data)
+
+    def delete_result(self, task_id: str) -> None:
+        validate_task_id(task_id)
+        self._sync_local()
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self.key("result:", task_id))
+        pipe.zrem(self.key("results"), task_id)
+        self.call(pipe.execute)
+
+    def expire_results(self, older_than: float) -> int:
+        return sum(self.expiry_steps(older_than))
+
+    def expiry_steps(self, older_than: float) -> Iterator[bool]:
+        """One step per batch of results stored before ``older_than``."""
+        while True:
+            old = self.call(
+                lambda: self.client.zrangebyscore(
+                    self.key("results"), "-inf", f"({older_than!r}", start=0, num=_EXPIRE_BATCH
+                )
+            )
+            if not old:
+                return
+            args = [self.prefix, repr(older_than), *(i.decode() for i in old)]
+            removed = self.call(partial(self.script, lua.EXPIRE_RESULTS, args))
+            for index in range(len(old)):
+                yield index < removed
+            if len(old) < _EXPIRE_BATCH:
+                return
+
+    # -- keys -----------------------------------------------------------------
+
+    def keys(self) -> Keyring:
+        if self._keyring is None:
+            self._keyring = self._read_keys()
+        return self._keyring
+
+    def _read_keys(self) -> Keyring:
+        new = os.urandom(32).hex()
+        try:
+            current, previous = self.call(lambda: self.script(lua.KEYS, [self.prefix, new]))
+        except BrokerUnavailable as exc:
+            if "LOSTKEY" not in str(exc):
+                raise
+            stored = str(exc).rpartition("LOSTKEY ")[2]
+            raise BrokerError(
+                f"the signing key under {self.prefix}keys in Redis at {self.where} is gone "
+                f"while {stored} message(s) are stored: they cannot be verified. Restore the "
+                "key (or set secret_key to it), or purge the queues to start afresh"
+            ) from None
+        return Keyring(
+            bytes.fromhex(current.decode()), (bytes.fromhex(k) for k in json.loads(previous))
+        )
+
+    def rotate_key(self) -> None:
+        self.keys()  # made if missing
+        self.call(lambda: self.script(lua.ROTATE_KEY, [self.prefix, os.urandom(32).hex()]))
+        self._keyring = None
+
+    def prune_keys(self) -> int:
+        ring = self._read_keys()
+        if not ring.previous:
+            return 0
+        current = Keyring(ring.current)
+        needing = self.call(lambda: sum(not _signed_by(d, current) for d in self._stored_bytes()))
+        if needing:
+            raise BrokerError(
+                f"{needing} message(s) or result(s) in Redis at {self.where} are signed with a "
+                "previous key, which they still need: run or purge them, then prune again"
+            )
+        self.call(lambda: self.client.hset(self.key("keys"), "previous", "[]"))
+        self._keyring = None
+        return len(ring.previous)
+
+    def _stored_bytes(self) -> Iterable[bytes]:
+        """Every signed message and result held (the broker adds its queues)."""
+        for task_id in self.client.zscan_iter(self.key("results"), count=1000):
+            data = self.client.get(self.key("result:", task_id[0].decode()))
+            if data is not None:
+                yield bytes(data)
+
+    def check_trust(self) -> None:
+        """Nothing on disk to check: who may write to this Redis is its own
+        configuration (a password or ACL user, TLS, bind); see docs/security.md."""
+
+    # -- supervisors ----------------------------------------------------------
+
+    def register_worker(self, name: str) -> None:
+        alive = self.key("alive:", name)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(alive, "1", px=self.liveness_ms)
+        pipe.hset(self.key("workers"), name, "{}")
+        self.call(pipe.execute)
+        self.heartbeat.keep(alive)
+
+    def publish_worker_state(self, name: str, state: Mapping[str, Any]) -> None:
+        if self.call(lambda: self.client.exists(self.key("alive:", name))):
+            data = json.dumps(dict(state), default=str)
+            self.call(lambda: self.client.hset(self.key("workers"), name, data))
+
+    def unregister_worker(self, name: str) -> None:
+        alive = self.key("alive:", name)
+        self.heartbeat.drop(alive)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(alive)
+        pipe.hdel(self.key("workers"), name)
+        self.call(pipe.execute)
+
+    def forget_dead_workers(self) -> list[str]:
+        gone = self.call(lambda: self.script(lua.FORGET_DEAD_WORKERS, [self.prefix]))
+        return [name.decode() for name in gone]
+
+    def worker_states(self) -> list[dict[str, Any]]:
+        held = self.call(lambda: self.client.hgetall(self.key("workers")))
+        states = [json.loads(state) for _, state in sorted(held.items())]
+        return [state for state in states if state]
+
+
+def _signed_by(data: bytes, current: Keyring) -> bool:
+    """Whether the current key alone verifies ``data`` (the header is read, never
+    the pickled payload)."""
+    try:
+        unseal(data, current)
+    except MessageError:
+        return False
+    return True
