@@ -242,7 +242,7 @@ def chaos_section(results: dict[str, Any], outcomes: list[Outcome]) -> list[str]
         chaos_table(outcomes, results["skipped"]),
         "",
         "*missing*: ids that never ran, dead-lettered ones included; *dead-lettered*: "
-        "messages the system set apart as poison (taskq's `dead/` folders, what `taskq dead "
+        "messages the system set apart as poison (taskq's dead letters, what `taskq dead "
         "list` shows; RQ's FailedJobRegistry), `—` where the system keeps no such record of a"
         " task lost with its worker; *duplicated*: runs beyond the first (a kill after the "
         "task recorded its run and before its acknowledgement gives one under at-least-once "
