@@ -36,7 +36,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=3, help="runs per system (medians are reported)")
     p.add_argument("--depth-runs", type=int, help="runs that include W4 (default: --runs)")
     p.add_argument(
-        "--tasks", type=int, default=20_000, help="W1/W2 tasks, and the limit row's files"
+        "--tasks", type=int, default=20_000, help="W1/W2 tasks, and the limit rows' messages"
     )
     p.add_argument("--depth", type=int, default=200_000, help="W4 tasks")
     p.add_argument("--latency-tasks", type=int, default=1_000, help="W3 tasks")
@@ -142,7 +142,7 @@ def default_markdown(args: argparse.Namespace, workloads: list[str]) -> None:
 
 def write(args: argparse.Namespace, results: suite.Results, systems: list[str], raw: Path) -> None:
     """Print the markdown table and write it to --markdown, and the chart to --chart."""
-    rows = report.rows(results.outcomes, [*systems, suite.LIMIT])
+    rows = report.rows(results.outcomes, [*systems, *suite.LIMITS])
     chaos = [o for o in results.outcomes if o.scenario == report.CHAOS]
     chart = None
     try:

@@ -1,6 +1,6 @@
 """The workloads, each one scenario on a fresh queue: W1+W2 (``burst``), W1 by a bulk
 API (``batch``), W3 (``latency``), W4 (``depth``), and the raw file-operation ``limit``.
-W5 (``chaos``) is in ``chaos.py``.
+W5 (``chaos``) is in ``chaos.py``, the Redis limit row in ``limit_redis.py``.
 
 Every scenario is bounded: each phase (enqueue, start-up, drain) ends by
 ``max_seconds``, and a drain that makes no progress for ``stall_seconds`` ends

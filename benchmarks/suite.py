@@ -22,13 +22,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import chaos, scenarios
+from . import chaos, limit_redis, scenarios
 from .scenarios import Options, Outcome
 from .systems import MODULES, load
-from .systems.base import System
+from .systems.base import REDIS, System, reachable, redis_version
 
 WORKLOADS = ("W1", "W2", "W3", "W4", "limit", "W5")
-LIMIT = "limit"
+LIMIT = "limit"  # the workload, and the row of raw file operations
+LIMIT_REDIS = "limit-redis"  # the row of bare RESP commands, also run by "limit"
+LIMITS = {LIMIT: scenarios.limit, LIMIT_REDIS: limit_redis.limit}
 PACKAGES = ("taskq", "celery", "kombu", "redis", "rq", "huey", "dramatiq", "pika", "matplotlib")
 
 
@@ -129,12 +131,14 @@ def run_in(plan: Plan, results: Results, save: Callable[[], None]) -> None:
                         "drain_bound_s": chaos.drain_bound(system, plan.options),
                     }
     results.environment["servers"] = servers(systems.values())
-    order: list[str] = list(systems) + ([LIMIT] if LIMIT in plan.workloads else [])
+    limits = limit_rows(plan, results)
+    order: list[str] = list(systems) + limits
     for run_index in range(plan.runs):
         shift = run_index % max(1, len(order))
         for name in order[shift:] + order[:shift]:
-            if name == LIMIT:
-                one(results, LIMIT, "limit", run_index, lambda o: scenarios.limit(plan.options, o))
+            if name in LIMITS:
+                body = functools.partial(LIMITS[name], plan.options)
+                one(results, name, "limit", run_index, body)
                 save()
                 continue
             system = systems[name]
@@ -148,6 +152,18 @@ def run_in(plan: Plan, results: Results, save: Callable[[], None]) -> None:
                 body = functools.partial(run_scenario, system, scenario, plan.options)
                 one(results, name, scenario, run_index, body)
                 save()
+
+
+def limit_rows(plan: Plan, results: Results) -> list[str]:
+    """The limit rows the run has: the file one, and the Redis one where Redis answers."""
+    if LIMIT not in plan.workloads:
+        return []
+    if not reachable(*REDIS):
+        results.skipped[LIMIT_REDIS] = f"Redis at {REDIS[0]}:{REDIS[1]} is not reachable"
+        say(f"skip {LIMIT_REDIS}: {results.skipped[LIMIT_REDIS]}")
+        return [LIMIT]
+    results.environment["servers"].setdefault("Redis server", redis_version())
+    return [LIMIT, LIMIT_REDIS]
 
 
 def one(

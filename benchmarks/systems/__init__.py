@@ -10,6 +10,7 @@ from .base import System
 MODULES = {
     "taskq": "taskq_default",
     "taskq-durable": "taskq_durable",
+    "taskq-redis": "taskq_redis",
     "celery-redis": "celery_redis",
     "celery-rabbitmq": "celery_rabbitmq",
     "celery-filesystem": "celery_filesystem",

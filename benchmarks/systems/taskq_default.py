@@ -23,11 +23,15 @@ class TaskqSystem(System):
     )
     chaos_recovery_s = 0.0
 
+    def broker_url(self, work: Path, token: str) -> str:
+        """The broker of one scenario: a fresh folder in its private ``work`` folder."""
+        return str(work / f"broker-{token}")
+
     def open(self, work: Path, token: str) -> None:
         from taskq import App
 
-        self.broker = work / f"broker-{token}"
-        self.app = App(broker=str(self.broker), durable=self.durable)
+        self.broker = self.broker_url(work, token)
+        self.app = App(broker=self.broker, durable=self.durable)
         self.noop = self.app.task(record.noop, name="bench.noop", ignore_result=True)
         self.stamp = self.app.task(record.stamp, name="bench.stamp", ignore_result=True)
         from ..peers.taskq_tasks import CHAOS_OPTIONS
@@ -53,7 +57,8 @@ class TaskqSystem(System):
         return f"task `{options}`, ignore_result=True; {durable}; otherwise defaults"
 
     def dead_letters(self) -> int | None:
-        """Messages in the broker's ``dead/`` folders (what ``taskq dead list`` lists)."""
+        """Messages the broker dead-lettered (what ``taskq dead list`` lists), through the
+        broker interface, so any broker counts them the same way."""
         return len(self.app.broker.dead_letters(None))
 
     def batch_sender(self) -> Callable[[Sequence[int]], Any]:
@@ -69,7 +74,7 @@ class TaskqSystem(System):
             "-m",
             "taskq",
             "--broker",
-            str(self.broker),
+            self.broker,
             "worker",
             "-A",
             "benchmarks.peers.taskq_tasks",
