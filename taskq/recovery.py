@@ -68,9 +68,10 @@ def _settle(
     outcome: Outcome | None,
     error_type: type[TaskqError],
 ) -> None:
-    if outcome is None:
+    if outcome is None or not delivery.started:
         broker.requeue(delivery)
-        log.info("Message %s returned to ready/ (worker stopped)", delivery.name)
+        why = "worker stopped" if outcome is None else "taken ahead, never started"
+        log.info("Message %s returned to ready/ (%s)", delivery.name, why)
         return
     opened = settler.open(delivery)
     if opened is None:

@@ -39,7 +39,9 @@ class Delivery:
 
     ``unsafe`` says why an entry could not be read at all (a folder, FIFO,
     device or symbolic link where a message file should be): ``data`` is empty
-    then, and the entry is to be quarantined, not opened.
+    then, and the entry is to be quarantined, not opened. ``started`` is False
+    for a recovered claim that its consumer had taken ahead (prefetched) but
+    never handed to a task: it goes back uncounted.
     """
 
     queue: str
@@ -47,6 +49,7 @@ class Delivery:
     data: bytes
     consumer: str
     unsafe: str = ""
+    started: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,77 +67,100 @@ _BLOCK_MOST = 5.0  # seconds one BLPOP may block (a stop or a lost link ends it 
 class RedisConsumer:
     """A consumer of a ``RedisBroker``: claims by script, waits in BLPOP.
 
-    It keeps one connection of its own. Acks and results of this consumer's
-    deliveries are written on it without waiting for the reply (read before the
-    next command), so a task costs one round trip: its claim. A write whose
-    reply was lost with the connection is sent again: each is idempotent.
+    It keeps one connection of its own. When the queue is deep, one claim takes
+    a few messages ahead (``prefetch``; at most a 32nd of what is ready), handed
+    out one by one; the one handed out is marked as started, so that recovery
+    gives the others back uncounted. Acks and results of its deliveries are sent
+    without waiting for the reply (read before the next command), so a task
+    costs no round trip of its own. A write whose reply was lost with the
+    connection is sent again: each is idempotent. A blocked claim sends BLPOP
+    and the claim script in one write: Redis runs the script as soon as BLPOP
+    returns, so a wake-up costs no extra round trip.
     """
 
-    def __init__(self, broker: RedisBroker, queues: Sequence[str], name: str) -> None:
+    def __init__(
+        self, broker: RedisBroker, queues: Sequence[str], name: str, prefetch: int = 16
+    ) -> None:
         self.name = name
         self.queues = tuple(queues)
         self._broker = broker
         self._link = RedisLink(broker.client, broker.where)
         self._wake_key = broker.key("wake-consumer:", name)
+        self._running_key = broker.key("running:", name)
         self._block_keys = [self._wake_key, *(broker.key("wake:", q) for q in self.queues)]
-        self._claim_args = [broker.prefix, name, *self.queues]
+        self._claim_args = [broker.prefix, name, prefetch, *self.queues]
+        self._ahead: list[Delivery] = []  # claimed ahead, not handed out yet
         self.held: set[str] = set()  # "<q>/<name>" of deliveries handed out, not settled
         self.closed = False
 
     def claim(self, timeout: float) -> Delivery | None:
+        if self.closed:
+            raise TaskqError(f"consumer {self.name} is closed: it cannot claim")
+        if not self._ahead:
+            self._fetch(timeout)
+        if not self._ahead:
+            return None
+        delivery = self._ahead.pop(0)
+        field = f"{delivery.queue}/{delivery.name}"
+        self.held.add(field)
+        self._link.send_later(("SET", self._running_key, field))
+        return delivery
+
+    def _fetch(self, timeout: float) -> None:
+        """Claim into ``_ahead``, waiting up to ``timeout`` s for a message."""
         deadline = time.monotonic() + timeout
-        while not self.closed:
-            delivery = self._link.attempt(self._take_one)
-            if delivery is not None:
-                return delivery
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            if self._link.broken:  # waiting to reconnect: attempt() slept already
-                continue
-            popped = self._link.attempt(partial(self._wait, min(remaining, _BLOCK_MOST)))
-            if popped and popped[0].decode() == self._wake_key:
-                return None  # wake(): give control back to the caller
-        raise TaskqError(f"consumer {self.name} is closed: it cannot claim")
+        if self._link.attempt(self._take) or self._ahead:
+            return
+        while (remaining := deadline - time.monotonic()) > 0:
+            woken = self._link.attempt(partial(self._wait_then_take, min(remaining, _BLOCK_MOST)))
+            if self._ahead or woken:
+                return
 
-    def _wait(self, seconds: float) -> Any:
-        """Block until a wake-up token comes (a publish, or ``wake``): [key, token] or None."""
-        return self._link.call("BLPOP", *self._block_keys, seconds)
+    def _take(self) -> bool:
+        """Claim now; whether a claim the link lost came back instead."""
+        if self._link.resync and self._orphans():
+            return True
+        self._taken(self._link.script(lua.CLAIM, self._claim_args))
+        return False
 
-    def _take_one(self) -> Delivery | None:
-        """One claim: a claim the link lost first (held here, unknown to the caller),
-        else the script's; None when nothing is ready."""
-        if self._link.resync:
-            orphan = self._orphan()
-            if orphan is not None:
-                return orphan
-        try:
-            taken = self._link.script(lua.CLAIM, self._claim_args)
-        except redis.ResponseError as exc:
-            if str(exc).startswith("GONE"):
+    def _wait_then_take(self, seconds: float) -> bool:
+        """Block for a wake-up token, then claim; whether ``wake`` woke us."""
+        if self._link.resync and self._orphans():
+            return False
+        claim = (*self._link.script_command(lua.CLAIM), *self._claim_args)
+        popped, taken = self._link.pipeline([("BLPOP", *self._block_keys, seconds), claim])
+        self._taken(taken)
+        return bool(popped) and popped[0].decode() == self._wake_key
+
+    def _taken(self, taken: Any) -> None:
+        if isinstance(taken, redis.exceptions.NoScriptError):
+            self._link.forget_scripts()  # Redis restarted: claimed nothing, load it again
+            return
+        if isinstance(taken, redis.ResponseError):
+            if str(taken).startswith("GONE"):
                 raise TaskqError(
                     f"consumer {self.name} lost its claims to recovery: its liveness "
-                    f"lapsed ({exc}); restart it"
-                ) from None
-            raise
-        if not taken:
-            return None
-        queue, name, data = taken[0].decode(), taken[1].decode(), bytes(taken[2])
-        self.held.add(f"{queue}/{name}")
-        return Delivery(queue, name, data, self.name)
+                    f"lapsed ({taken}); restart it"
+                )
+            raise taken
+        if taken:
+            queue = taken[0].decode()
+            for name, data in zip(taken[1::2], taken[2::2], strict=True):
+                self._ahead.append(Delivery(queue, name.decode(), bytes(data), self.name))
 
-    def _orphan(self) -> Delivery | None:
-        """After a lost connection: a claim the script made whose reply never came."""
+    def _orphans(self) -> bool:
+        """After a lost connection: claims the script made whose reply never came,
+        taken ahead now. Whether there were any."""
         self._link.resync = False
+        known = self.held | {f"{d.queue}/{d.name}" for d in self._ahead}
         claims = self._link.call("HGETALL", self._broker.key("claims:", self.name))
         for field, data in sorted(claims.items()):
             key = field.decode()
-            if key not in self.held:
+            if key not in known:
                 queue, _, name = key.partition("/")
-                self.held.add(key)
                 log.warning("Claim of %s kept through a lost connection: delivered now", name)
-                return Delivery(queue, name, bytes(data), self.name)
-        return None
+                self._ahead.append(Delivery(queue, name, bytes(data), self.name))
+        return bool(self._ahead)
 
     def settled(self, delivery: Delivery) -> None:
         self.held.discard(f"{delivery.queue}/{delivery.name}")
@@ -146,9 +169,9 @@ class RedisConsumer:
         """Send a write on this consumer's connection; its reply is read later."""
         self._link.send_later(command)
 
-    def sync(self) -> None:
+    def sync(self, *, until_done: bool = True) -> None:
         """Wait until every write sent so far is done."""
-        self._link.attempt(self._link.flush, until_done=True)
+        self._link.attempt(self._link.flush, until_done=until_done)
 
     def wake(self) -> None:
         # May run in a signal handler while this process is in BLPOP: a connection
@@ -158,8 +181,13 @@ class RedisConsumer:
     def close(self) -> None:
         if self.closed:
             return
+        ahead, self._ahead = self._ahead, []
         try:
-            self.sync()
+            for delivery in ahead:  # taken ahead, never started: back, uncounted
+                self._broker.requeue(delivery)
+            self.sync(until_done=False)
+        except OSError as exc:  # Redis is gone: recovery gives them back, uncounted
+            log.warning("Cannot give back %d message(s) taken ahead: %s", len(ahead), exc)
         finally:
             self.closed = True
             self._link.close()
@@ -393,13 +421,15 @@ class RedisBroker(RedisStores):
 
     def recover(self, consumer: str) -> list[Delivery] | None:
         lease = self.liveness_ms * 6  # a recovery that dies half-way is taken over after this
-        flat = self.call(lambda: self.script(lua.RECOVER, [self.prefix, consumer, lease]))
-        if not flat:
-            return None if flat is None or flat is False else []
+        found = self.call(lambda: self.script(lua.RECOVER, [self.prefix, consumer, lease]))
+        if not found:
+            return None
+        running, flat = found[0].decode(), found[1:]
         deliveries = []
         for field, data in sorted(zip(flat[::2], flat[1::2], strict=True)):
-            queue, _, name = field.decode().partition("/")
-            deliveries.append(Delivery(queue, name, bytes(data), consumer))
+            key = field.decode()
+            queue, _, name = key.partition("/")
+            deliveries.append(Delivery(queue, name, bytes(data), consumer, started=key == running))
         return deliveries
 
     def forget_consumer(self, consumer: str) -> None:

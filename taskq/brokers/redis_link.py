@@ -102,17 +102,36 @@ class RedisLink:
         return conn.read_response()
 
     def script(self, source: str, args: Sequence[Any]) -> Any:
+        try:
+            return self.call(*self.script_command(source), *args)
+        except redis.exceptions.NoScriptError:  # Redis restarted since: load it again
+            self._loaded.clear()
+            return self.call(*self.script_command(source), *args)
+
+    def script_command(self, source: str) -> tuple[Any, ...]:
+        """The start of an EVALSHA of ``source`` (loaded into Redis first if need be)."""
         sha = hashlib.sha1(source.encode()).hexdigest()
         if sha not in self._loaded:
             self.call("SCRIPT", "LOAD", source)
             self._loaded.add(sha)
-        try:
-            return self.call("EVALSHA", sha, 0, *args)
-        except redis.exceptions.NoScriptError:  # Redis restarted since: load it again
-            self._loaded.discard(sha)
-            self.call("SCRIPT", "LOAD", source)
-            self._loaded.add(sha)
-            return self.call("EVALSHA", sha, 0, *args)
+        return ("EVALSHA", sha, 0)
+
+    def forget_scripts(self) -> None:
+        """Redis lost its scripts (a restart): load them again on next use."""
+        self._loaded.clear()
+
+    def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send commands in one write; their replies, an error reply as its exception."""
+        conn = self._connection()
+        self._read_unread(conn)
+        conn.send_packed_command(conn.pack_commands(commands))
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
+        return replies
 
     def send_later(self, command: tuple[Any, ...]) -> None:
         """Send a write now; its reply is read before the next command."""

@@ -22,24 +22,34 @@ local function wake(p, q, n)
 end
 """
 
-# ARGV: prefix, consumer, then its queues in priority order. A claim also trims
-# the queue's wake-up tokens (publishing pushes one per message without looking).
-# Returns {queue, name, data}, false when every queue is empty, or an error
-# starting with GONE when the consumer was recovered (its liveness lapsed).
+# ARGV: prefix, consumer, most, then its queues in priority order. Takes up to
+# ``most`` messages, but no more than a 32nd of what is ready, so a shallow queue
+# is shared out one message at a time. A claim also trims the queue's wake-up
+# tokens (publishing pushes one per message without looking).
+# Returns {queue, name, data, name, data...} (one queue's), false when every
+# queue is empty, or an error starting with GONE when the consumer was
+# recovered (its liveness lapsed).
 CLAIM = f"""
-local p, consumer = ARGV[1], ARGV[2]
+local p, consumer, most = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if redis.call('HEXISTS', p .. 'consumers', consumer) == 0 then
   return redis.error_reply('GONE consumer ' .. consumer .. ' was declared dead and recovered')
 end
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local q = ARGV[i]
-  local popped = redis.call('ZPOPMIN', p .. 'ready:' .. q)
-  if popped[1] then
-    local cut = string.find(popped[1], '\0', 1, true)
-    local name, data = string.sub(popped[1], 1, cut - 1), string.sub(popped[1], cut + 1)
-    redis.call('HSET', p .. 'claims:' .. consumer, q .. '/' .. name, data)
+  local ready = p .. 'ready:' .. q
+  local depth = redis.call('ZCARD', ready)
+  if depth > 0 then
+    local popped = redis.call('ZPOPMIN', ready, math.max(1, math.min(most, math.floor(depth / 32))))
+    local taken = {{q}}
+    for j = 1, #popped, 2 do
+      local cut = string.find(popped[j], '\0', 1, true)
+      local name, data = string.sub(popped[j], 1, cut - 1), string.sub(popped[j], cut + 1)
+      redis.call('HSET', p .. 'claims:' .. consumer, q .. '/' .. name, data)
+      table.insert(taken, name)
+      table.insert(taken, data)
+    end
     redis.call('LTRIM', p .. 'wake:' .. q, -{WAKE_TOKENS}, -1)
-    return {{q, name, data}}
+    return taken
   end
 end
 return false
@@ -110,8 +120,9 @@ redis.call('SET', p .. 'live:' .. consumer, '1', 'PX', ttl)
 return 0
 """
 
-# ARGV: prefix, consumer, lease ms. The dead consumer's claims as a flat
-# field/data list, or false if it is alive, unknown or being recovered.
+# ARGV: prefix, consumer, lease ms. {the field of the claim it had started (or
+# ''), then the dead consumer's claims as a flat field/data list}, or false if
+# it is alive, unknown or being recovered.
 RECOVER = """
 local p, consumer, lease = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('HEXISTS', p .. 'consumers', consumer) == 0 then return false end
@@ -119,7 +130,9 @@ if redis.call('EXISTS', p .. 'live:' .. consumer) == 1 then return false end
 if not redis.call('SET', p .. 'recovering:' .. consumer, '1', 'NX', 'PX', lease) then
   return false
 end
-return redis.call('HGETALL', p .. 'claims:' .. consumer)
+local claims = redis.call('HGETALL', p .. 'claims:' .. consumer)
+table.insert(claims, 1, redis.call('GET', p .. 'running:' .. consumer) or '')
+return claims
 """
 
 # ARGV: prefix, consumer. Forget a recovered consumer if it holds no claims
@@ -130,7 +143,7 @@ redis.call('DEL', p .. 'recovering:' .. consumer)
 if redis.call('EXISTS', p .. 'live:' .. consumer) == 1 then return 0 end
 if redis.call('HLEN', p .. 'claims:' .. consumer) > 0 then return 0 end
 redis.call('HDEL', p .. 'consumers', consumer)
-redis.call('DEL', p .. 'wake-consumer:' .. consumer)
+redis.call('DEL', p .. 'wake-consumer:' .. consumer, p .. 'running:' .. consumer)
 return 1
 """
 
