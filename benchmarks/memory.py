@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+REDIS_PREFIX = f"taskq-bench-memory-{os.getpid()}:"
 SETTLE = 5.0  # seconds for the workers to finish starting and go idle
 
 
@@ -91,35 +92,35 @@ def redis_answers() -> bool:
 
 def _forget_celery_keys() -> None:
     """Delete the keys kombu made for our queue (the Redis server is shared: only ours)."""
+    _forget_redis_keys("*taskq-bench-memory*")
+
+
+def _forget_redis_keys(pattern: str) -> None:
     import redis
 
     client = redis.Redis(host="127.0.0.1", port=6379)
-    for key in client.scan_iter(match="*taskq-bench-memory*"):
+    for key in client.scan_iter(match=pattern):
         client.delete(key)
 
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="taskq-mem-"))
     try:
-        measure(
-            "taskq (file broker)",
-            [
-                sys.executable,
-                "-m",
-                "taskq",
-                "--broker",
-                str(work / "broker"),
-                "worker",
-                "-A",
-                "bench_tasks",
-                "--concurrency",
-                "2",
-                "--loglevel",
-                "WARNING",
-            ],
-            {"BENCH_OUT": str(work), "PYTHONPATH": str(HERE)},
-            HERE,
-        )
+        for label, broker in (
+            ("taskq (file broker)", str(work / "broker")),
+            ("taskq (Redis broker)", f"redis://127.0.0.1:6379/0?prefix={REDIS_PREFIX}"),
+        ):
+            if broker.startswith("redis") and not redis_answers():
+                print(f"{label}: skipped, Redis at 127.0.0.1:6379 does not answer")
+                continue
+            argv = ["-m", "taskq", "--broker", broker, "worker", "-A", "bench_tasks"]
+            measure(
+                label,
+                [sys.executable, *argv, "--concurrency", "2", "--loglevel", "WARNING"],
+                {"BENCH_OUT": str(work), "PYTHONPATH": str(HERE)},
+                HERE,
+            )
+        _forget_redis_keys(f"{REDIS_PREFIX}*")
         if not redis_answers():
             print("celery prefork: skipped, Redis at 127.0.0.1:6379 does not answer")
             return

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from .app import App
+from .brokers import display_url
 from .brokers.base import DeadLetter
 from .config import Settings
 from .errors import ResultNotFound, TaskqError
@@ -24,7 +25,7 @@ from .settling import Unopened, classify
 def status(settings: Settings) -> dict[str, Any]:
     broker = App.from_settings(settings).broker
     return {
-        "broker": settings.broker,
+        "broker": display_url(settings.broker),
         "queues": {q: dataclasses.asdict(c) for q, c in broker.counts().items()},
         "workers": broker.worker_states(),
     }

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .brokers import open_broker
+from .brokers import display_url, open_broker
 from .config import Settings, load_settings
 
 # Re-exported where users (and tests) know them from; they live in current.py.
@@ -51,7 +51,7 @@ class App:
         return app
 
     def __repr__(self) -> str:
-        return f"App(broker={self.settings.broker!r})"
+        return f"App(broker={display_url(self.settings.broker)!r})"
 
     @property
     def settings(self) -> Settings:

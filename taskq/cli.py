@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from . import admin, keys
-from .brokers import open_broker
+from .brokers import display_url, open_broker
 from .config import Settings, config_file_path, load_settings
 from .errors import TaskqError
 
@@ -198,7 +198,7 @@ def key_rotate(ctx: click.Context) -> None:
     settings = _settings(ctx)
     keys.rotate(settings, open_broker(settings))
     click.echo(
-        f"new signing key in {settings.broker}: running workers and producers take it "
+        f"new signing key in {display_url(settings.broker)}: running workers and producers take it "
         "within a second; the previous key still verifies until `taskq key prune`"
     )
 

@@ -7,6 +7,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from .brokers import display_url
 from .brokers.base import CLAIMED
 from .current import default_app
 from .errors import MessageError, ResultNotFound, SerializationError, TaskFailed, safe_str
@@ -108,8 +109,9 @@ class AsyncResult(Generic[R]):
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"task {self.id} did not finish within {timeout} s")
             if loaded is None and unknown.confirmed(lambda: self.app.broker.find(self.id)):
+                broker = display_url(self.app.settings.broker)
                 raise ResultNotFound(
-                    f"task {self.id} is unknown to broker {self.app.settings.broker}: no "
+                    f"task {self.id} is unknown to broker {broker}: no "
                     "result and no message with this id (never sent here, its result "
                     "expired after result_expires, or it ran with ignore_result)"
                 )

@@ -24,7 +24,7 @@ from typing import Any
 import multiprocess
 from multiprocess.connection import wait
 
-from .brokers import open_broker
+from .brokers import display_url, open_broker
 from .brokers.base import Broker
 from .child import EXIT_IMPORT_ERROR, child_main
 from .config import Settings
@@ -110,7 +110,7 @@ class Supervisor:
             self.name,
             self.settings.worker_count,
             ",".join(self.settings.queues),
-            self.settings.broker,
+            display_url(self.settings.broker),
         )
         self._recoveries.sweep(live=set())
         if self.settings.reload and self.reread is not None:

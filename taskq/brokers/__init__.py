@@ -98,6 +98,16 @@ def open_broker(settings: Settings) -> Broker:
     return opener(settings, location)
 
 
+def display_url(url: str) -> str:
+    """A broker URL fit for logs and messages: without its password."""
+    scheme, separator, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not (separator and at):
+        return url
+    user = credentials.partition(":")[0]
+    return f"{scheme}://{user + ':' if user else ''}***@{host}"
+
+
 def local_directory(settings: Settings) -> Path | None:
     """The directory a file broker keeps its state in (for ``--reload`` to ignore
     its changes); None for a broker kept elsewhere."""

@@ -51,6 +51,7 @@ from redis.retry import Retry
 
 from ..errors import TaskqError
 from ..message import Message, validate_queue
+from . import display_url
 from . import redis_scripts as lua
 from .base import DeadLetter, Delivery, QueueCounts
 from .names import id_of, scheduled_name
@@ -216,7 +217,7 @@ class RedisBroker(RedisStores):
         retry_for: float = 3.0,
     ) -> None:
         self.url = url
-        self.where = _redact(url)
+        self.where = display_url(url)
         self.prefix = prefix
         self.liveness_ms = int(liveness_timeout * 1000)
         self.result_expires_ms = max(int(result_expires * 1000), 1)
@@ -558,13 +559,3 @@ def _member(name: str, data: bytes) -> bytes:
 def _split(member: bytes) -> tuple[str, bytes]:
     name, _, data = member.partition(b"\0")
     return name.decode(), data
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not at:
-        return url
-    user = credentials.partition(":")[0]
-    return f"{scheme}{sep}{user + ':' if user else ''}***@{host}"
