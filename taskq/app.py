@@ -45,9 +45,12 @@ class App:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> App:
+    def from_settings(cls, settings: Settings, key: Keyring | None = None) -> App:
+        """An App of these settings; ``key`` signs, if given, instead of looking
+        the key up (a worker child uses its supervisor's)."""
         app = cls()
         app._settings = settings
+        app._key = key
         return app
 
     def __repr__(self) -> str:

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .config import Settings
+from .errors import ConsumerLost
+from .keys import Keyring
 from .slots import Slot
 from .worker import Worker, soft_limit
 
@@ -47,8 +49,9 @@ def install_child_signals(on_stop: Callable[[], None]) -> None:
 EXIT_IMPORT_ERROR = 3
 
 
-def child_main(settings: Settings, slot: Slot, consumer_name: str) -> None:
-    """Entry point of a forked worker child."""
+def child_main(settings: Settings, key: Keyring, slot: Slot, consumer_name: str) -> None:
+    """Entry point of a forked worker child; it signs and verifies with the
+    supervisor's ``key`` (the broker's key is looked up once, by the supervisor)."""
     from .app import App
     from .current import set_default_app
 
@@ -66,7 +69,7 @@ def child_main(settings: Settings, slot: Slot, consumer_name: str) -> None:
     import multiprocessing  # logging names processes after the stdlib's idea of them
 
     multiprocessing.current_process().name = f"worker-{slot.index}"
-    app = App.from_settings(settings)
+    app = App.from_settings(settings, key=key)
     set_default_app(app)
     try:
         import_modules(settings.modules)
@@ -81,6 +84,8 @@ def child_main(settings: Settings, slot: Slot, consumer_name: str) -> None:
         worker.run(
             should_continue=lambda: os.getppid() == parent and not recycle_due(worker, settings)
         )
+    except ConsumerLost as exc:
+        log.error("%s: exiting, to be replaced", exc)
     finally:
         consumer.close()
 

@@ -3,7 +3,9 @@
     TaskqError                  anything taskq itself reports
     ├── ConfigError             a bad key, type or file in the configuration
     ├── BrokerError             the broker cannot be used (unsafe root, bad queue name)
-    │   └── DiskFull            no space left to write a message or result: nothing was written
+    │   ├── DiskFull            no space left to write a message or result: nothing was written
+    │   ├── BrokerUnavailable   the broker server (Redis) did not answer or refused the write
+    │   └── ConsumerLost        a consumer was declared dead and its claims taken over
     ├── SerializationError      arguments or a result that cannot be serialized
     ├── MessageError            a message that cannot be trusted or decoded
     │   ├── BadSignature        HMAC check failed: the payload is never unpickled
@@ -82,6 +84,17 @@ class TaskFailed(TaskqError):
 
 class TaskExpired(TaskqError):
     """A task's ``expires`` passed before a worker could start it; it never ran."""
+
+
+class BrokerUnavailable(BrokerError, OSError):
+    """The broker's server (Redis) did not answer within the bounded retry, or
+    refused the write (out of memory): the operation did not happen. An
+    ``OSError`` too, so a worker settling a task keeps trying, as on a full disk."""
+
+
+class ConsumerLost(BrokerError):
+    """This consumer's liveness lapsed and another supervisor took its claims
+    over: it must stop (its process is replaced by a fresh one)."""
 
 
 class WorkerLost(TaskqError):

@@ -182,7 +182,7 @@ class Supervisor:
         self._vouch(add=child.consumer)  # alive before it claims anything
         process = self._ctx.Process(
             target=child_main,
-            args=(self.settings, child.slot, child.consumer),
+            args=(self.settings, self.key, child.slot, child.consumer),
             name=f"worker-{child.slot.index}",
         )
         with self._chores.chore("start a worker process"):

@@ -49,7 +49,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ..errors import TaskqError
+from ..errors import ConsumerLost, TaskqError
 from ..message import Message, validate_queue
 from . import display_url
 from . import redis_scripts as lua
@@ -121,7 +121,11 @@ class RedisConsumer:
         """Claim now; whether a claim the link lost came back instead."""
         if self._link.resync and self._orphans():
             return True
-        self._taken(self._link.script(lua.CLAIM, self._claim_args))
+        try:
+            taken = self._link.script(lua.CLAIM, self._claim_args)
+        except redis.ResponseError as exc:
+            taken = exc
+        self._taken(taken)
         return False
 
     def _wait_then_take(self, seconds: float) -> bool:
@@ -139,7 +143,7 @@ class RedisConsumer:
             return
         if isinstance(taken, redis.ResponseError):
             if str(taken).startswith("GONE"):
-                raise TaskqError(
+                raise ConsumerLost(
                     f"consumer {self.name} lost its claims to recovery: its liveness "
                     f"lapsed ({taken}); restart it"
                 )

@@ -175,26 +175,45 @@ end
 return gone
 """
 
-# ARGV: prefix, new key (hex). Returns the keyring {current, previous JSON}; makes
-# the key only while no message is stored, else returns an error (a lost key).
+# ARGV: prefix, a new key (hex), the keys the caller holds already (current hex
+# or '', previous as JSON). Returns the keyring {current, previous JSON}. With
+# no key stored (Redis restarted without persistence), the caller's keys are
+# put back, or, from a caller holding none, a new key is made, but only while
+# no message is stored (else an error: a lost key). A caller's current key that
+# the stored keyring does not hold joins its previous keys: what it signed
+# still verifies everywhere.
 KEYS = """
-local p, new = ARGV[1], ARGV[2]
-local current = redis.call('HGET', p .. 'keys', 'current')
-if current then return {current, redis.call('HGET', p .. 'keys', 'previous') or '[]'} end
-local stored = 0
-for _, q in ipairs(redis.call('SMEMBERS', p .. 'queues')) do
-  for _, state in ipairs({'ready:', 'scheduled:', 'dead:'}) do
-    stored = stored + redis.call('ZCARD', p .. state .. q)
+local p, new, held, held_previous = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local keys = p .. 'keys'
+local current = redis.call('HGET', keys, 'current')
+if not current then
+  if held ~= '' then
+    redis.call('HSET', keys, 'current', held, 'previous', held_previous)
+    return {held, held_previous}
   end
+  local stored = 0
+  for _, q in ipairs(redis.call('SMEMBERS', p .. 'queues')) do
+    for _, state in ipairs({'ready:', 'scheduled:', 'dead:'}) do
+      stored = stored + redis.call('ZCARD', p .. state .. q)
+    end
+  end
+  for _, c in ipairs(redis.call('HKEYS', p .. 'consumers')) do
+    stored = stored + redis.call('HLEN', p .. 'claims:' .. c)
+  end
+  if stored > 0 then
+    return redis.error_reply('LOSTKEY ' .. stored)
+  end
+  redis.call('HSET', keys, 'current', new, 'previous', '[]')
+  return {new, '[]'}
 end
-for _, c in ipairs(redis.call('HKEYS', p .. 'consumers')) do
-  stored = stored + redis.call('HLEN', p .. 'claims:' .. c)
+local previous = redis.call('HGET', keys, 'previous') or '[]'
+if held ~= '' and held ~= current and not string.find(previous, '"' .. held .. '"', 1, true) then
+  local list = cjson.decode(previous)
+  table.insert(list, held)
+  previous = cjson.encode(list)
+  redis.call('HSET', keys, 'previous', previous)
 end
-if stored > 0 then
-  return redis.error_reply('LOSTKEY ' .. stored)
-end
-redis.call('HSET', p .. 'keys', 'current', new, 'previous', '[]')
-return {new, '[]'}
+return {current, previous}
 """
 
 # ARGV: prefix, new key (hex). The current key joins the previous ones.

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
-from ..errors import BrokerError, MessageError
+from ..errors import BrokerError, BrokerUnavailable, MessageError
 from ..keys import Keyring
 from ..message import unseal, validate_task_id
 from . import redis_scripts as lua
@@ -29,12 +29,6 @@ log = logging.getLogger("taskq.redis")
 
 _T = TypeVar("_T")
 _EXPIRE_BATCH = 500  # results looked at per housekeeping step
-
-
-class BrokerUnavailable(BrokerError, OSError):
-    """Redis did not answer (or refused the write) within the bounded retry: the
-    operation did not happen. An ``OSError`` too, so a worker settling a task
-    keeps trying, as it does on a full disk."""
 
 
 class Heartbeat:
@@ -225,33 +219,17 @@ class RedisStores:
 
     def keys(self) -> Keyring:
         if self._keyring is None:
-            self._keyring = self._read_keys()
+            source = RedisKeys(self)
+            source.load()  # made first if need be, so that the stamp below is of a key
+            self._keyring = Keyring.from_source(source)
         return self._keyring
-
-    def _read_keys(self) -> Keyring:
-        new = os.urandom(32).hex()
-        try:
-            current, previous = self.call(lambda: self.script(lua.KEYS, [self.prefix, new]))
-        except BrokerUnavailable as exc:
-            if "LOSTKEY" not in str(exc):
-                raise
-            stored = str(exc).rpartition("LOSTKEY ")[2]
-            raise BrokerError(
-                f"the signing key under {self.prefix}keys in Redis at {self.where} is gone "
-                f"while {stored} message(s) are stored: they cannot be verified. Restore the "
-                "key (or set secret_key to it), or purge the queues to start afresh"
-            ) from None
-        return Keyring(
-            bytes.fromhex(current.decode()), (bytes.fromhex(k) for k in json.loads(previous))
-        )
 
     def rotate_key(self) -> None:
         self.keys()  # made if missing
         self.call(lambda: self.script(lua.ROTATE_KEY, [self.prefix, os.urandom(32).hex()]))
-        self._keyring = None
 
     def prune_keys(self) -> int:
-        ring = self._read_keys()
+        ring = Keyring(*RedisKeys(self).load())
         if not ring.previous:
             return 0
         current = Keyring(ring.current)
@@ -262,7 +240,6 @@ class RedisStores:
                 "previous key, which they still need: run or purge them, then prune again"
             )
         self.call(lambda: self.client.hset(self.key("keys"), "previous", "[]"))
-        self._keyring = None
         return len(ring.previous)
 
     def _stored_bytes(self) -> Iterable[bytes]:
@@ -307,6 +284,39 @@ class RedisStores:
         held = self.call(lambda: self.client.hgetall(self.key("workers")))
         states = [json.loads(state) for _, state in sorted(held.items())]
         return [state for state in states if state]
+
+
+class RedisKeys:
+    """The keyring kept in Redis (``<prefix>keys``), as a ``keys.KeySource``: a
+    process signing looks at it once a second, so it takes a rotation within
+    a second, and puts its keys back if a restart of Redis lost them."""
+
+    def __init__(self, stores: RedisStores) -> None:
+        self._stores = stores
+        self._held = ("", "[]")  # the keys last loaded (hex, previous as JSON)
+
+    def stamp(self) -> object:
+        stores = self._stores
+        return stores.call(lambda: stores.client.hmget(stores.key("keys"), "current", "previous"))
+
+    def load(self) -> tuple[bytes, tuple[bytes, ...]]:
+        stores = self._stores
+        args = [stores.prefix, os.urandom(32).hex(), *self._held]
+        try:
+            current, previous = stores.call(lambda: stores.script(lua.KEYS, args))
+        except BrokerUnavailable as exc:
+            if "LOSTKEY" not in str(exc):
+                raise
+            raise BrokerError(
+                f"the signing key under {stores.key('keys')} in Redis at {stores.where} is "
+                f"gone while {str(exc).rpartition('LOSTKEY ')[2]} message(s) are stored: they "
+                "cannot be verified. Restore the key (or set secret_key to it), or purge "
+                "the queues to start afresh"
+            ) from None
+        self._held = (current.decode(), previous.decode())
+        return bytes.fromhex(self._held[0]), tuple(
+            bytes.fromhex(k) for k in json.loads(self._held[1])
+        )
 
 
 def _signed_by(data: bytes, current: Keyring) -> bool:

@@ -1,0 +1,165 @@
+"""The Redis broker's own rules, beyond the contract every broker keeps
+(tests/contract): keys lost with a Redis restart, claims taken ahead, a
+consumer declared dead, an unreachable server. Against the real Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from taskq.errors import BrokerError, BrokerUnavailable, ConsumerLost
+from taskq.keys import Keyring
+from taskq.message import Message, dump_call, encode, new_id
+
+redis = pytest.importorskip("redis")
+from taskq.brokers.redis import RedisBroker  # noqa: E402
+
+KEY = Keyring(b"k" * 32)
+
+
+@pytest.fixture
+def broker(redis_url: str) -> Iterator[RedisBroker]:
+    url, _, prefix = redis_url.partition("?prefix=")
+    broker = RedisBroker(url, prefix=prefix, liveness_timeout=1.0)
+    yield broker
+    broker.client.close()
+
+
+def publish(broker: RedisBroker, n: int = 1, queue: str = "default") -> list[Message]:
+    messages = [Message(id=new_id(), task="t", queue=queue, created=time.time()) for _ in range(n)]
+    broker.publish_many((m, encode(m, dump_call("t", (), {}), KEY)) for m in messages)
+    return messages
+
+
+def test_a_deep_queue_is_claimed_a_few_at_a_time_and_a_shallow_one_singly(
+    broker: RedisBroker,
+) -> None:
+    publish(broker, 40)
+    consumer = broker.open_consumer(["default"], "c1")
+
+    consumer.claim(timeout=1)
+
+    # 40 ready: at most a 32nd of them (1) is taken; with 800 ready, 16 would be.
+    assert broker.counts()["default"].claimed == 1
+    publish(broker, 800)
+    consumer.claim(timeout=1)
+    assert broker.counts()["default"].claimed == 1 + 16
+    consumer.close()
+
+
+def test_closing_gives_back_the_claims_taken_ahead_uncounted(broker: RedisBroker) -> None:
+    publish(broker, 800)
+    consumer = broker.open_consumer(["default"], "c1")
+    handed = consumer.claim(timeout=1)
+    assert handed is not None
+
+    consumer.close()
+
+    counts = broker.counts()["default"]
+    assert (counts.ready, counts.claimed) == (799, 1)  # the started one stays for recovery
+    recovered = broker.recover("c1")
+    assert recovered is not None
+    assert [(d.name, d.started) for d in recovered] == [(handed.name, True)]
+
+
+def test_recovery_tells_the_started_claim_from_those_taken_ahead(broker: RedisBroker) -> None:
+    publish(broker, 800)
+    consumer = broker.open_consumer(["default"], "c1")
+    handed = consumer.claim(timeout=1)
+    assert handed is not None
+    consumer.sync()
+    broker.heartbeat.drop(broker.key("live:", "c1"))
+    broker.client.delete(broker.key("live:", "c1"))  # as if its process was killed
+
+    recovered = broker.recover("c1")
+
+    assert recovered is not None and len(recovered) == 16
+    assert [d.name for d in recovered if d.started] == [handed.name]
+
+
+def test_a_consumer_whose_claims_were_taken_over_stops_claiming(broker: RedisBroker) -> None:
+    publish(broker, 2)
+    consumer = broker.open_consumer(["default"], "c1")
+    broker.heartbeat.drop(broker.key("live:", "c1"))
+    broker.client.delete(broker.key("live:", "c1"))  # its liveness lapsed
+    assert broker.recover("c1") == []
+    broker.forget_consumer("c1")
+
+    with pytest.raises(ConsumerLost, match="c1 lost its claims to recovery"):
+        consumer.claim(timeout=1)
+
+
+def test_a_vouched_consumer_lives_while_its_supervisor_says_so(broker: RedisBroker) -> None:
+    broker.vouch("sup", ["c1"])
+    consumer = broker.open_consumer(["default"], "c1")
+    time.sleep(1.5)  # past the liveness timeout: the supervisor's thread keeps it
+
+    assert broker.dead_consumers() == []
+    broker.vouch("sup", [])  # its process exited
+    assert broker.dead_consumers() == ["c1"]
+    consumer.close()
+
+
+def test_keys_lost_with_a_restart_are_put_back_by_a_process_that_holds_them(
+    broker: RedisBroker, redis_url: str
+) -> None:
+    ring = broker.keys()
+    signing = ring.signing_key()
+    broker.client.delete(broker.key("keys"))  # Redis restarted without persistence
+
+    time.sleep(1.1)  # a signer looks at the keys once a second
+    assert ring.signing_key() == signing
+    url, _, prefix = redis_url.partition("?prefix=")
+    assert RedisBroker(url, prefix=prefix).keys().current == signing
+
+
+def test_a_process_started_with_a_new_key_keeps_the_old_one_verifying(
+    broker: RedisBroker, redis_url: str
+) -> None:
+    old = broker.keys().signing_key()
+    broker.client.delete(broker.key("keys"))
+    url, _, prefix = redis_url.partition("?prefix=")
+    newcomer = RedisBroker(url, prefix=prefix).keys()  # made a key of its own meanwhile
+
+    time.sleep(1.1)
+    broker.keys().signing_key()  # the old process looks again
+
+    assert newcomer.current != old
+    assert old in RedisBroker(url, prefix=prefix).keys().previous
+
+
+def test_a_lost_key_with_messages_stored_is_an_error_naming_them(
+    broker: RedisBroker, redis_url: str
+) -> None:
+    publish(broker, 3)
+    broker.client.delete(broker.key("keys"))
+    url, _, prefix = redis_url.partition("?prefix=")
+
+    with pytest.raises(BrokerError, match="is gone while 3 message"):
+        RedisBroker(url, prefix=prefix).keys()
+
+
+def test_an_unreachable_redis_is_an_error_naming_it_after_a_bounded_retry() -> None:
+    broker = RedisBroker("redis://:hunter2@127.0.0.1:1/0", retry_for=0.5)
+    message = Message(id=new_id(), task="t", created=time.time())
+    started = time.monotonic()
+
+    with pytest.raises(
+        BrokerUnavailable, match=r"cannot reach Redis at redis://\*\*\*@127.0.0.1:1/0"
+    ):
+        broker.publish(message, b"data")
+
+    assert time.monotonic() - started < 5
+    assert isinstance(BrokerUnavailable("x"), OSError)  # a worker settling keeps trying
+
+
+def test_wake_up_tokens_stay_few_whatever_is_published(broker: RedisBroker) -> None:
+    for _ in range(3):
+        publish(broker, 100)
+    consumer = broker.open_consumer(["default"], "c1")
+    consumer.claim(timeout=1)
+
+    assert broker.client.llen(broker.key("wake:", "default")) <= 64
+    consumer.close()
