@@ -45,7 +45,9 @@ def _key(default: _T, doc: str, *, secret: bool = False) -> _T:
 class Settings:
     """Validated configuration; build it with :func:`load_settings` or :meth:`replace`."""
 
-    broker: str = _key(".taskq", "file broker directory (a path)")
+    broker: str = _key(
+        ".taskq", "a directory (the file broker), redis://host:6379/0 (Redis) or memory://"
+    )
     secret_key: str = _key(
         "",
         'HMAC key signing messages and results; "" = generate once into <broker>/secret',
@@ -77,10 +79,11 @@ class Settings:
     )
     result_expires: float = _key(86400.0, "seconds results are kept")
     durable: bool = _key(
-        False, "fsync messages (and their folders) before publish returns; batches: one flush"
+        False,
+        "file broker: fsync messages (and their folders) before publish returns; batches: one flush",
     )
     poll_interval: float = _key(
-        1.0, "seconds between listings when filesystem events are unavailable"
+        1.0, "file broker: seconds between listings when filesystem events are unavailable"
     )
     reload: bool = _key(False, "reload worker code when task sources change (development)")
     reload_dirs: tuple[str, ...] = _key((), "more folders to watch besides the -A modules' trees")

@@ -45,6 +45,12 @@ def _open_redis(settings: Settings, location: str, scheme: str = "redis") -> Bro
         raise ConfigError(
             f"broker {settings.broker!r} needs redis-py: pip install 'taskq[redis]' ({exc})"
         ) from None
+    if settings.durable:
+        raise ConfigError(
+            f"durable = true fsyncs the file broker's files; broker {display_url(settings.broker)} "
+            "is Redis, whose durability is its own appendonly/appendfsync settings "
+            "(see docs/scaling.md): drop durable, or set it in Redis"
+        )
     url, options = _broker_options(f"{scheme}://{location}", {"prefix", "liveness_timeout"})
     prefix = options.get("prefix", "taskq:")
     try:

@@ -55,3 +55,9 @@ def test_a_redis_liveness_timeout_that_is_not_a_positive_number_is_refused(value
     pytest.importorskip("redis")
     with pytest.raises(ConfigError, match=f"liveness_timeout='{value}' is not a positive"):
         open_broker(Settings(broker=f"redis://127.0.0.1/0?liveness_timeout={value}"))
+
+
+def test_durable_on_a_redis_broker_is_refused_saying_where_durability_lives() -> None:
+    pytest.importorskip("redis")
+    with pytest.raises(ConfigError, match="Redis, whose durability is its own appendonly"):
+        open_broker(Settings(broker="redis://127.0.0.1/0", durable=True))
