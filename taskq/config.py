@@ -80,7 +80,7 @@ class Settings:
     result_expires: float = _key(86400.0, "seconds results are kept")
     durable: bool = _key(
         False,
-        "file broker: fsync messages (and their folders) before publish returns; batches: one flush",
+        "file broker: fsync messages (and their folders) before publish returns; batch: one flush",
     )
     poll_interval: float = _key(
         1.0, "file broker: seconds between listings when filesystem events are unavailable"

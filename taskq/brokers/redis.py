@@ -55,7 +55,7 @@ from . import display_url
 from . import redis_scripts as lua
 from .base import DeadLetter, Delivery, QueueCounts
 from .names import id_of, scheduled_name
-from .redis_link import RedisLink
+from .redis_link import RedisLink, pack
 from .redis_stores import RedisStores
 
 log = logging.getLogger("taskq.redis")
@@ -105,6 +105,7 @@ class RedisConsumer:
         field = f"{delivery.queue}/{delivery.name}"
         self.held.add(field)
         self._link.send_later(("SET", self._running_key, field))
+        self._link.push()  # with the last delivery's result and ack, in one write
         return delivery
 
     def _fetch(self, timeout: float) -> None:
@@ -166,6 +167,11 @@ class RedisConsumer:
                 log.warning("Claim of %s kept through a lost connection: delivered now", name)
                 self._ahead.append(Delivery(queue, name, bytes(data), self.name))
         return bool(self._ahead)
+
+    @property
+    def pending(self) -> bool:
+        """Whether writes of this consumer may not be done yet."""
+        return self._link.pending
 
     def settled(self, delivery: Delivery) -> None:
         self.held.discard(f"{delivery.queue}/{delivery.name}")
@@ -261,9 +267,9 @@ class RedisBroker(RedisStores):
         # it again after a lost reply changes nothing (same member, same score).
         # Packed by hand: this is the whole cost of a ``.delay()`` beyond the round trip.
         key, score, member = self._placed(message, data)
-        packed = _resp(b"ZADD", key.encode(), b"%r" % score, member)
+        packed = pack("ZADD", key, score, member)
         if not score:
-            packed += _resp(b"RPUSH", self.key("wake:", message.queue).encode(), b"1")
+            packed += pack("RPUSH", self.key("wake:", message.queue), "1")
         self.call(partial(self.send_packed, packed, 2 if not score else 1))
 
     def publish_many(self, items: Iterable[tuple[Message, bytes]]) -> int:
@@ -357,11 +363,11 @@ class RedisBroker(RedisStores):
         live = self.key("live:", consumer.name)
         if self.heartbeat.drop(live):  # kept alive by us: dead from now
             self.call(lambda: self.client.delete(live))
+            self.forget_consumer(consumer.name)  # gone at once if it holds no claim
 
     def _settle(self, delivery: Delivery, script: str, *extra: Any) -> int:
         local = self._local.get(delivery.consumer)
         if local is not None:
-            local.sync()  # its acks and results first, in order
             local.settled(delivery)
         args = [self.prefix, delivery.consumer, delivery.queue, delivery.name, *extra]
         return int(self.call(lambda: self.script(script, args)))
@@ -549,11 +555,6 @@ class RedisBroker(RedisStores):
     def housekeeping_steps(self, now: float, results_before: float) -> Iterator[bool]:
         # Redis leaves no litter: expiry is all there is (results also carry a TTL).
         return self.expiry_steps(results_before)
-
-
-def _resp(*args: bytes) -> bytes:
-    """One command in Redis's protocol."""
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
 def _member(name: str, data: bytes) -> bytes:

@@ -1,7 +1,9 @@
 """One consumer's own connection to Redis, kept through outages.
 
-Writes that settle a delivery (its result, its ack) are sent at once and their
-replies read before the next command, so they cost no round trip of their own.
+Writes that settle a delivery (its result, its ack) are queued and go out in
+the same write as the next command (the next claim, or the mark of the next
+delivery handed out), their replies read after it: they cost no round trip,
+and hardly a system call, of their own.
 A write stays queued until its reply is read: when the connection drops, the
 link reconnects with back-off (one log line when it breaks, one when it
 works again) and sends the queued writes again, each idempotent. A claim whose
@@ -26,13 +28,26 @@ _PAUSE, _PAUSE_MAX = 0.05, 2.0  # seconds between reconnection tries, doubling
 _LINK_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
 
 
+def pack(*args: Any) -> bytes:
+    """One command in Redis's protocol (RESP), packed by hand: the consumer's hot path."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            arg = arg.encode()
+        elif not isinstance(arg, bytes):
+            arg = repr(arg).encode()  # int or float
+        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(parts)
+
+
 class RedisLink:
     def __init__(self, client: redis.Redis, where: str) -> None:
         pool = client.connection_pool
         self._make: Callable[[], Any] = lambda: pool.connection_class(**pool.connection_kwargs)
         self._where = where
         self._conn: Any = None
-        self._unread: list[tuple[Any, ...]] = []  # sent, reply not read yet (or to resend)
+        self._unread: list[tuple[Any, ...]] = []  # reply not read yet (sent or in the outbox)
+        self._outbox: list[bytes] = []  # the last of them, packed, not sent yet
         self._loaded: set[str] = set()  # scripts known to this Redis
         self._pause = _PAUSE
         self.broken = False
@@ -74,9 +89,15 @@ class RedisLink:
             conn = self._make()
             conn.connect()
             self._conn = conn
-            for command in self._unread:  # lost with the last connection: again
-                conn.send_command(*command)
+            self._outbox = [pack(*c) for c in self._unread]  # lost with the last one: again
         return self._conn
+
+    def _send(self, conn: Any, *packed: bytes) -> None:
+        """The outbox, then ``packed``, in one write."""
+        data = b"".join((*self._outbox, *packed))
+        self._outbox.clear()
+        if data:
+            conn.send_packed_command([data], check_health=False)
 
     def _read_unread(self, conn: Any) -> None:
         while self._unread:
@@ -97,8 +118,8 @@ class RedisLink:
     def call(self, *command: Any) -> Any:
         """Send a command and wait for its reply (and those of the writes before it)."""
         conn = self._connection()
+        self._send(conn, pack(*command))
         self._read_unread(conn)
-        conn.send_command(*command)
         return conn.read_response()
 
     def script(self, source: str, args: Sequence[Any]) -> Any:
@@ -123,8 +144,8 @@ class RedisLink:
     def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Send commands in one write; their replies, an error reply as its exception."""
         conn = self._connection()
+        self._send(conn, *(pack(*c) for c in commands))
         self._read_unread(conn)
-        conn.send_packed_command(conn.pack_commands(commands))
         replies: list[Any] = []
         for _ in commands:
             try:
@@ -134,19 +155,29 @@ class RedisLink:
         return replies
 
     def send_later(self, command: tuple[Any, ...]) -> None:
-        """Send a write now; its reply is read before the next command."""
+        """Queue a write: it goes with the next command sent (or ``push``), and its
+        reply is read after that."""
         self._unread.append(command)
-        if self.broken:
-            return  # sent with the others on reconnection
-        try:
-            self._connection().send_command(*command)
-        except _LINK_ERRORS as exc:
-            self._lost(exc)
+        self._outbox.append(pack(*command))
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._unread)
+
+    def push(self) -> None:
+        """Send the queued writes now, without waiting for their replies."""
+        if self._outbox and not self.broken:
+            try:
+                self._send(self._connection())
+            except _LINK_ERRORS as exc:
+                self._lost(exc)  # sent with the others on reconnection
 
     def flush(self) -> None:
-        """Read the replies of every write sent so far (they are done then)."""
+        """Send the queued writes and read every reply: they are done then."""
         if self._unread:
-            self._read_unread(self._connection())
+            conn = self._connection()
+            self._send(conn)
+            self._read_unread(conn)
 
     def close(self) -> None:
         if self._conn is not None:

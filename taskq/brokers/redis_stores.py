@@ -130,6 +130,7 @@ class RedisStores:
         """Run ``operation``, retrying a lost connection for up to ``retry_for`` s;
         then ``BrokerUnavailable`` naming the URL. Every operation given here is
         safe to repeat."""
+        self._sync_local()  # read-your-writes: this process's acks and results first
         deadline = time.monotonic() + self.retry_for
         pause = 0.05
         while True:
@@ -164,7 +165,8 @@ class RedisStores:
 
     def _sync_local(self) -> None:
         for consumer in list(self._local.values()):
-            consumer.sync()
+            if consumer.pending:
+                consumer.sync()
 
     # -- results --------------------------------------------------------------
 
@@ -183,13 +185,11 @@ class RedisStores:
 
     def load_result(self, task_id: str) -> bytes | None:
         validate_task_id(task_id)
-        self._sync_local()
         data = self.call(lambda: self.client.get(self.key("result:", task_id)))
         return None if data is None else bytes(data)
 
     def delete_result(self, task_id: str) -> None:
         validate_task_id(task_id)
-        self._sync_local()
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(self.key("result:", task_id))
         pipe.zrem(self.key("results"), task_id)
