@@ -185,6 +185,15 @@ def seal(header: Mapping[str, Any], payload: bytes, key: Keyring) -> bytes:
     return MAGIC + _LENGTH.pack(len(body)) + mac + body
 
 
+def signed_by(data: bytes, key: Keyring) -> bool:
+    """Whether ``key`` verifies ``data`` (the header is read, never the pickled payload)."""
+    try:
+        unseal(data, key)
+    except MessageError:
+        return False
+    return True
+
+
 def unseal(data: bytes, key: Keyring) -> tuple[dict[str, Any], bytes]:
     """Verify the signature, then parse the header. Raises BadSignature or MessageError."""
     if not data.startswith(MAGIC):

@@ -9,9 +9,9 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from ..errors import BrokerError, MessageError
+from ..errors import BrokerError
 from ..keys import Keyring
-from ..message import unseal, validate_task_id
+from ..message import signed_by, validate_task_id
 
 
 class MemoryStores:
@@ -76,7 +76,7 @@ class MemoryStores:
             if not ring.previous:
                 return 0
             current = Keyring(ring.current)
-            needing = sum(not _signed_by(data, current) for data in self._stored_bytes())
+            needing = sum(not signed_by(data, current) for data in self._stored_bytes())
             if needing:
                 raise BrokerError(
                     f"{needing} message(s) or result(s) in the memory broker are signed with "
@@ -116,13 +116,3 @@ class MemoryStores:
     def worker_states(self) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(state) for _, state in sorted(self._workers.items()) if state]
-
-
-def _signed_by(data: bytes, current: Keyring) -> bool:
-    """Whether the current key alone verifies ``data`` (the header is read, never
-    the pickled payload)."""
-    try:
-        unseal(data, current)
-    except MessageError:
-        return False
-    return True

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
-from ..errors import BrokerError, BrokerUnavailable, MessageError
+from ..errors import BrokerError, BrokerUnavailable
 from ..keys import Keyring
-from ..message import unseal, validate_task_id
+from ..message import signed_by, validate_task_id
 from . import redis_scripts as lua
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ class RedisStores:
         if not ring.previous:
             return 0
         current = Keyring(ring.current)
-        needing = self.call(lambda: sum(not _signed_by(d, current) for d in self._stored_bytes()))
+        needing = self.call(lambda: sum(not signed_by(d, current) for d in self._stored_bytes()))
         if needing:
             raise BrokerError(
                 f"{needing} message(s) or result(s) in Redis at {self.where} are signed with a "
@@ -317,13 +317,3 @@ class RedisKeys:
         return bytes.fromhex(self._held[0]), tuple(
             bytes.fromhex(k) for k in json.loads(self._held[1])
         )
-
-
-def _signed_by(data: bytes, current: Keyring) -> bool:
-    """Whether the current key alone verifies ``data`` (the header is read, never
-    the pickled payload)."""
-    try:
-        unseal(data, current)
-    except MessageError:
-        return False
-    return True

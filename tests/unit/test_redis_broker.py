@@ -14,7 +14,8 @@ from taskq.keys import Keyring
 from taskq.message import Message, dump_call, encode, new_id
 
 redis = pytest.importorskip("redis")
-from taskq.brokers.redis import RedisBroker  # noqa: E402
+from taskq.brokers.base import Delivery  # noqa: E402
+from taskq.brokers.redis import RedisBroker, RedisConsumer  # noqa: E402
 
 KEY = Keyring(b"k" * 32)
 
@@ -33,6 +34,12 @@ def publish(broker: RedisBroker, n: int = 1, queue: str = "default") -> list[Mes
     return messages
 
 
+def lapse(broker: RedisBroker, consumer: str) -> None:
+    """The consumer's liveness lapses, as when its process is gone."""
+    broker.heartbeat.drop(broker.key("live:", consumer))
+    broker.client.delete(broker.key("live:", consumer))
+
+
 def test_a_deep_queue_is_claimed_a_few_at_a_time_and_a_shallow_one_singly(
     broker: RedisBroker,
 ) -> None:
@@ -49,11 +56,17 @@ def test_a_deep_queue_is_claimed_a_few_at_a_time_and_a_shallow_one_singly(
     consumer.close()
 
 
-def test_closing_gives_back_the_claims_taken_ahead_uncounted(broker: RedisBroker) -> None:
+def claim_from_deep_queue(broker: RedisBroker) -> tuple[RedisConsumer, Delivery]:
+    """Consumer c1, having taken 16 of 800 messages ahead and handed out the first."""
     publish(broker, 800)
     consumer = broker.open_consumer(["default"], "c1")
     handed = consumer.claim(timeout=1)
     assert handed is not None
+    return consumer, handed
+
+
+def test_closing_gives_back_the_claims_taken_ahead_uncounted(broker: RedisBroker) -> None:
+    consumer, handed = claim_from_deep_queue(broker)
 
     consumer.close()
 
@@ -65,13 +78,9 @@ def test_closing_gives_back_the_claims_taken_ahead_uncounted(broker: RedisBroker
 
 
 def test_recovery_tells_the_started_claim_from_those_taken_ahead(broker: RedisBroker) -> None:
-    publish(broker, 800)
-    consumer = broker.open_consumer(["default"], "c1")
-    handed = consumer.claim(timeout=1)
-    assert handed is not None
+    consumer, handed = claim_from_deep_queue(broker)
     consumer.sync()
-    broker.heartbeat.drop(broker.key("live:", "c1"))
-    broker.client.delete(broker.key("live:", "c1"))  # as if its process was killed
+    lapse(broker, "c1")  # as if its process was killed
 
     recovered = broker.recover("c1")
 
@@ -82,8 +91,7 @@ def test_recovery_tells_the_started_claim_from_those_taken_ahead(broker: RedisBr
 def test_a_consumer_whose_claims_were_taken_over_stops_claiming(broker: RedisBroker) -> None:
     publish(broker, 2)
     consumer = broker.open_consumer(["default"], "c1")
-    broker.heartbeat.drop(broker.key("live:", "c1"))
-    broker.client.delete(broker.key("live:", "c1"))  # its liveness lapsed
+    lapse(broker, "c1")
     assert broker.recover("c1") == []
     broker.forget_consumer("c1")
 
