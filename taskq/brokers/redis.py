@@ -148,7 +148,8 @@ class RedisConsumer:
                     f"consumer {self.name} lost its claims to recovery: its liveness "
                     f"lapsed ({taken}); restart it"
                 )
-            raise taken
+            # Out of memory, say: backed off and tried again, like a lost connection.
+            raise ConnectionError(f"Redis refused the claim: {taken}")
         if taken:
             queue = taken[0].decode()
             for name, data in zip(taken[1::2], taken[2::2], strict=True):
@@ -270,7 +271,8 @@ class RedisBroker(RedisStores):
         packed = pack("ZADD", key, score, member)
         if not score:
             packed += pack("RPUSH", self.key("wake:", message.queue), "1")
-        self.call(partial(self.send_packed, packed, 2 if not score else 1))
+        # A task publishing another needs no ordering with its own ack: no wait for it.
+        self.call(partial(self.send_packed, packed, 2 if not score else 1), after_writes=False)
 
     def publish_many(self, items: Iterable[tuple[Message, bytes]]) -> int:
         placed: dict[str, list[Any]] = {}  # key -> score, member, score, member...
@@ -388,7 +390,9 @@ class RedisBroker(RedisStores):
 
     def retry_later(self, delivery: Delivery, message: Message, data: bytes) -> None:
         # The new attempt is written before the old claim goes: a failing ack
-        # leaves a duplicate, never a loss.
+        # leaves a duplicate, never a loss. The RETRY result queued before it is
+        # written first, so the new attempt's own result cannot be overwritten by it.
+        self._sync_local()
         self.publish(message, data)
         self.ack(delivery)
 

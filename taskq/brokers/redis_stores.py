@@ -126,11 +126,13 @@ class RedisStores:
 
     # -- talking to Redis -----------------------------------------------------
 
-    def call(self, operation: Callable[[], _T]) -> _T:
+    def call(self, operation: Callable[[], _T], *, after_writes: bool = True) -> _T:
         """Run ``operation``, retrying a lost connection for up to ``retry_for`` s;
         then ``BrokerUnavailable`` naming the URL. Every operation given here is
-        safe to repeat."""
-        self._sync_local()  # read-your-writes: this process's acks and results first
+        safe to repeat. ``after_writes``: first wait for the acks and results this
+        process's consumer queued (read-your-writes)."""
+        if after_writes:
+            self._sync_local()
         deadline = time.monotonic() + self.retry_for
         pause = 0.05
         while True:
@@ -166,7 +168,7 @@ class RedisStores:
     def _sync_local(self) -> None:
         for consumer in list(self._local.values()):
             if consumer.pending:
-                consumer.sync()
+                consumer.sync(until_done=False)  # Redis gone: the call below says so
 
     # -- results --------------------------------------------------------------
 
