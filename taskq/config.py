@@ -78,6 +78,9 @@ class Settings:
         3600.0, "a task with no time_limit of its own is killed after this (seconds); 0 = no limit"
     )
     result_expires: float = _key(86400.0, "seconds results are kept")
+    dead_letter_expires: float = _key(
+        604800.0, "seconds dead letters are kept (7 days), then deleted; 0 = until purged"
+    )
     durable: bool = _key(
         False,
         "file broker: fsync messages (and their folders) before publish returns; batch: one flush",

@@ -13,11 +13,13 @@ re-checks, through the broker, that it is still safe to run code from.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Iterator
+from datetime import datetime
 
-from .brokers.base import Broker, Housekeeping, KeyStore
+from .brokers.base import Broker, Inspection, KeyStore
 from .errors import BrokerError, TimeLimitExceeded, WorkerLost
 from .keys import Keyring
 from .policy import Outcome
@@ -57,15 +59,15 @@ class Chores:
 
 class Sweep:
     """The periodic clean-up (``Broker.housekeeping_steps``: expired results and
-    what else the broker leaves behind), driven ``budget`` seconds a round instead
-    of all at once.
+    what else the broker leaves behind; then dead letters past their time),
+    driven ``budget`` seconds a round instead of all at once.
 
     The first sweep starts at once, so a worker that lives less than a minute
     still expires results; one cut short by a stop is done by the next start
     (what it deleted is gone, the rest is found again).
     """
 
-    def __init__(self, broker: Housekeeping, every: float, budget: float) -> None:
+    def __init__(self, broker: Broker, every: float, budget: float) -> None:
         self._broker = broker
         self._every = every
         self._budget = budget
@@ -78,12 +80,16 @@ class Sweep:
     def pending(self) -> bool:
         return self._steps is not None
 
-    def tick(self, now: float, results_before: float) -> None:
-        """Start a sweep if one is due, and run the current one for up to ``budget`` s."""
+    def tick(self, now: float, results_before: float, dead_before: float = 0.0) -> None:
+        """Start a sweep if one is due, and run the current one for up to ``budget`` s.
+        Dead letters that died before ``dead_before`` go too (0: none do)."""
         if self._steps is None:
             if now < self._due:
                 return
-            self._steps = self._broker.housekeeping_steps(now, results_before)
+            self._steps = itertools.chain(
+                self._broker.housekeeping_steps(now, results_before),
+                expire_dead_letters(self._broker, dead_before),
+            )
             self._due = now + self._every
             self._started = time.monotonic()
             self.removed = 0
@@ -98,10 +104,30 @@ class Sweep:
             raise
         self._steps = None
         log.debug(
-            "Housekeeping: deleted %d file(s) in %.1f s",
+            "Housekeeping: deleted %d item(s) in %.1f s",
             self.removed,
             time.monotonic() - self._started,
         )
+
+
+def expire_dead_letters(broker: Inspection, before: float) -> Iterator[bool]:
+    """Delete the dead letters that died before ``before`` (a timestamp; 0: none),
+    one step each. A letter whose record gives no time of death is kept."""
+    if not before:
+        return
+    for letter in broker.dead_letters():
+        died = _timestamp(letter.record.get("died_at"))
+        expired = died is not None and died < before
+        if expired:
+            broker.remove_dead(letter)
+        yield expired
+
+
+def _timestamp(text: object) -> float | None:
+    try:
+        return datetime.fromisoformat(str(text)).timestamp()
+    except ValueError:
+        return None
 
 
 class Recoveries:

@@ -145,8 +145,9 @@ class Supervisor:
             self._recoveries.sweep(live={c.consumer for c in self.children})
             with self._chores.chore("publish the status into workers/"):
                 self.broker.publish_worker_state(self.name, self.state())
-        with self._chores.chore("delete expired results and litter"):
-            self._sweep.tick(now, now - self.settings.result_expires)
+        with self._chores.chore("delete expired results, dead letters and litter"):
+            dead_for = self.settings.dead_letter_expires
+            self._sweep.tick(now, now - self.settings.result_expires, dead_for and now - dead_for)
         for child in self.children:
             if child.process is None and child.retire_by is None and now >= child.respawn_at:
                 self._spawn(child)

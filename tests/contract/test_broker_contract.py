@@ -8,14 +8,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from taskq.housekeeping import expire_dead_letters
 from taskq.keys import Keyring
 from taskq.message import Message, dump_call, encode, new_id
 
 KEY = Keyring(b"k" * 32)
+DAY = 86400.0
 OpenConsumer = Callable[..., Any]
 
 
@@ -222,6 +225,27 @@ def test_a_dead_letter_keeps_its_record_and_bytes_until_removed(
     broker.remove_dead(letter)
     assert broker.dead_letters() == []
     assert broker.find(message.id) is None
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+def test_dead_letters_past_their_time_expire_and_later_ones_stay(
+    broker: Any, open_consumer: OpenConsumer
+) -> None:
+    now = time.time()
+    for died, consumer in ((now - 8 * DAY, "c1"), (now - 6 * DAY, "c2"), (None, "c3")):
+        _, delivery = claim_one(broker, open_consumer, consumer)
+        record = {"reason": "failed", "died_at": died and iso(died), "kept": consumer}
+        broker.dead_letter(delivery, record)
+
+    removed = sum(expire_dead_letters(broker, before=now - 7 * DAY))
+
+    assert removed == 1
+    assert sorted(letter.record["kept"] for letter in broker.dead_letters()) == ["c2", "c3"]
+    assert sum(expire_dead_letters(broker, before=0.0)) == 0  # 0: kept until purged
+    assert counts(broker) == (0, 0, 0, 2)
 
 
 # -- dead consumers ---------------------------------------------------------------

@@ -173,3 +173,19 @@ def test_pending_sweep_does_not_hold_up_promotion_or_respawn(
     os.kill(first, signal.SIGKILL)
     rounds_until(sup, lambda: child.process is not None and child.process.pid != first, "a respawn")
     assert sup._sweep.pending
+
+
+def test_sweep_deletes_dead_letters_that_died_before_the_cutoff(tmp_path: Path) -> None:
+    broker = FileBroker(tmp_path / "broker")
+    now = time.time()
+    for days in (8, 6):
+        message = Message(id=new_id(), task="t", created=now)
+        broker.publish(message, encode(message, b"", KEY))
+        delivery = broker.open_consumer(["default"], f"c{days}").claim(timeout=1)
+        assert delivery is not None
+        died_at = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now - days * DAY))
+        broker.dead_letter(delivery, {"reason": "failed", "died_at": died_at, "days": days})
+
+    Sweep(broker, every=60.0, budget=1.0).tick(now, now - DAY, dead_before=now - 7 * DAY)
+
+    assert [letter.record["days"] for letter in broker.dead_letters()] == [6]
