@@ -30,14 +30,22 @@ _LINK_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError, Time
 
 def pack(*args: Any) -> bytes:
     """One command in Redis's protocol (RESP), packed by hand: the consumer's hot path."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, str):
-            arg = arg.encode()
-        elif not isinstance(arg, bytes):
-            arg = repr(arg).encode()  # int or float
-        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(parts)
+    return pack_head(len(args), *args)
+
+
+def pack_head(total: int, *args: Any) -> bytes:
+    """The start of a command of ``total`` arguments, ``args`` being its first:
+    the rest follow as ``bulk`` strings."""
+    return b"*%d\r\n" % total + b"".join(map(bulk, args))
+
+
+def bulk(arg: Any) -> bytes:
+    """One argument of a command, packed."""
+    if isinstance(arg, str):
+        arg = arg.encode()
+    elif not isinstance(arg, bytes):
+        arg = repr(arg).encode()  # int or float
+    return b"$%d\r\n%s\r\n" % (len(arg), arg)
 
 
 class RedisLink:
@@ -48,6 +56,7 @@ class RedisLink:
         self._conn: Any = None
         self._unread: list[tuple[Any, ...]] = []  # reply not read yet (sent or in the outbox)
         self._outbox: list[bytes] = []  # the last of them, packed, not sent yet
+        self._resent = 0  # how many of the first unread were sent again on a new connection
         self._loaded: set[str] = set()  # scripts known to this Redis
         self._pause = _PAUSE
         self.broken = False
@@ -90,6 +99,7 @@ class RedisLink:
             conn.connect()
             self._conn = conn
             self._outbox = [pack(*c) for c in self._unread]  # lost with the last one: again
+            self._resent = len(self._unread)
         return self._conn
 
     def _send(self, conn: Any, *packed: bytes) -> None:
@@ -108,7 +118,10 @@ class RedisLink:
                 # Not written (out of memory, say): kept, and sent again on a new connection.
                 raise ConnectionError(f"Redis refused {command[0]}: {exc}") from exc
             self._unread.pop(0)
-            if command[0] == "HDEL" and reply == 0:
+            resent, self._resent = self._resent > 0, max(self._resent - 1, 0)
+            # An ack sent again after a lost connection may have been done the
+            # first time; one sent once that finds no claim was recovered meanwhile.
+            if command[0] == "HDEL" and reply == 0 and not resent:
                 log.warning(
                     "Ack of %s found no claim: another worker recovered it meanwhile "
                     "(this worker's liveness lapsed), so it may run twice",
