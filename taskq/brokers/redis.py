@@ -55,7 +55,7 @@ from . import display_url
 from . import redis_scripts as lua
 from .base import DeadLetter, Delivery, QueueCounts
 from .names import id_of, scheduled_name
-from .redis_link import RedisLink, pack
+from .redis_link import RedisLink, bulk, pack, pack_head
 from .redis_stores import RedisStores
 
 log = logging.getLogger("taskq.redis")
@@ -243,6 +243,7 @@ class RedisBroker(RedisStores):
         self._local: dict[str, RedisConsumer] = {}
         self._local_lock = threading.Lock()
         self._known_queues: set[str] = set()  # in the queues set already
+        self._packed_for: dict[str, tuple[bytes, bytes]] = {}  # see _ready_commands
         self._wire = _Wire()
         super().__init__()
 
@@ -268,11 +269,24 @@ class RedisBroker(RedisStores):
         # it again after a lost reply changes nothing (same member, same score).
         # Packed by hand: this is the whole cost of a ``.delay()`` beyond the round trip.
         key, score, member = self._placed(message, data)
-        packed = pack("ZADD", key, score, member)
-        if not score:
-            packed += pack("RPUSH", self.key("wake:", message.queue), "1")
+        if score:
+            packed, replies = pack("ZADD", key, score, member), 1
+        else:  # with a wake-up token; what does not change is packed once per queue
+            head, wake = self._ready_commands(message.queue)
+            packed, replies = head + bulk(member) + wake, 2
         # A task publishing another needs no ordering with its own ack: no wait for it.
-        self.call(partial(self.send_packed, packed, 2 if not score else 1), after_writes=False)
+        self.call(partial(self.send_for_counts, packed, replies), after_writes=False)
+
+    def _ready_commands(self, queue: str) -> tuple[bytes, bytes]:
+        """``ZADD ready:<queue> 0`` packed without its member, and ``RPUSH wake:<queue> 1``."""
+        commands = self._packed_for.get(queue)
+        if commands is None:
+            commands = (
+                pack_head(4, "ZADD", self.key("ready:", queue), 0),
+                pack("RPUSH", self.key("wake:", queue), "1"),
+            )
+            self._packed_for[queue] = commands
+        return commands
 
     def publish_many(self, items: Iterable[tuple[Message, bytes]]) -> int:
         placed: dict[str, list[Any]] = {}  # key -> score, member, score, member...
@@ -335,6 +349,28 @@ class RedisBroker(RedisStores):
                 if isinstance(item, redis.ResponseError):  # inside a transaction's EXEC
                     raise item
         return read
+
+    def send_for_counts(self, packed: bytes, replies: int) -> list[int]:
+        """``send_packed`` for commands whose replies are integers (ZADD, RPUSH),
+        read straight off the socket: the parser costs a ``.delay()`` more than
+        the rest of its Python."""
+        conn = self._connection()
+        sock = getattr(conn, "_sock", None)
+        if sock is None:  # not connected yet, or a redis-py that keeps it elsewhere
+            return self.send_packed(packed, replies)
+        try:
+            sock.sendall(packed)
+            lines = _read_lines(sock, replies)
+        except OSError as exc:
+            self._wire.conn = None
+            conn.disconnect()
+            raise redis.ConnectionError(f"{exc}") from exc
+        counts = []
+        for line in lines:
+            if line[:1] == b"-":  # an error reply: the command was not run
+                raise redis.ResponseError(line[1:].decode(errors="replace"))
+            counts.append(int(line[1:]))
+        return counts
 
     def _connection(self) -> Any:
         wire = self._wire
@@ -559,6 +595,20 @@ class RedisBroker(RedisStores):
     def housekeeping_steps(self, now: float, results_before: float) -> Iterator[bool]:
         # Redis leaves no litter: expiry is all there is (results also carry a TTL).
         return self.expiry_steps(results_before)
+
+
+def _read_lines(sock: socket.socket, count: int) -> list[bytes]:
+    """``count`` one-line replies (integers or errors) off ``sock``."""
+    buffer = b""
+    while buffer.count(b"\r\n") < count:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionResetError("Redis closed the connection")
+        buffer += chunk
+    lines = buffer.split(b"\r\n")
+    if len(lines) != count + 1 or lines[-1]:
+        raise ConnectionError(f"unexpected reply from Redis: {buffer[:80]!r}")
+    return lines[:count]
 
 
 def _member(name: str, data: bytes) -> bytes:
