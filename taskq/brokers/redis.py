@@ -61,7 +61,8 @@ from .redis_stores import RedisStores
 log = logging.getLogger("taskq.redis")
 
 _PROMOTE_MOST = 1000  # scheduled messages promoted per queue per call
-_BATCH = 1000  # messages per script call in publish_many
+_BATCH = 1000  # messages per ZADD in publish_many
+_ZERO = bulk(0)  # the score of every ready message, packed
 _BLOCK_MOST = 5.0  # seconds one BLPOP may block (a stop or a lost link ends it sooner)
 
 
@@ -289,23 +290,25 @@ class RedisBroker(RedisStores):
         return commands
 
     def publish_many(self, items: Iterable[tuple[Message, bytes]]) -> int:
-        placed: dict[str, list[Any]] = {}  # key -> score, member, score, member...
+        placed: dict[str, list[bytes]] = {}  # key -> score, member, score, member... packed
         woken: dict[str, int] = {}
         for message, data in items:
             key, score, member = self._placed(message, data)
-            placed.setdefault(key, []).extend((score, member))
+            placed.setdefault(key, []).extend((_ZERO if not score else bulk(score), bulk(member)))
             if not score:
                 woken[message.queue] = woken.get(message.queue, 0) + 1
         if not placed:
             return 0
-        commands: list[tuple[Any, ...]] = [("MULTI",)]  # visible all at once, or none
+        packed = [pack("MULTI")]  # visible all at once, or none
         for key, pairs in placed.items():
             for start in range(0, len(pairs), 2 * _BATCH):
-                commands.append(("ZADD", key, *pairs[start : start + 2 * _BATCH]))
-        commands.append(("EXEC",))
-        for queue, count in woken.items():
-            commands += self._wake_commands(queue, count)
-        self.call(partial(self.send, commands))
+                chunk = pairs[start : start + 2 * _BATCH]
+                packed += (pack_head(2 + len(chunk), "ZADD", key), *chunk)
+        packed.append(pack("EXEC"))
+        wakes = [c for queue, count in woken.items() for c in self._wake_commands(queue, count)]
+        packed += (pack(*c) for c in wakes)
+        replies = 2 + sum(-(-len(pairs) // (2 * _BATCH)) for pairs in placed.values())
+        self.call(partial(self.send_packed, [b"".join(packed)], replies + len(wakes)))
         return sum(len(pairs) for pairs in placed.values()) // 2
 
     def _placed(self, message: Message, data: bytes) -> tuple[str, float, bytes]:
