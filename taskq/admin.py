@@ -31,6 +31,21 @@ def status(settings: Settings) -> dict[str, Any]:
     }
 
 
+def health_problems(report: dict[str, Any], max_depth: int | None = None) -> list[str]:
+    """What makes ``report`` (from ``status``) unhealthy: no live worker, or a queue
+    with more than ``max_depth`` messages ready. Empty when healthy."""
+    problems = []
+    if not report["workers"]:
+        problems.append(f"no worker is live on broker {report['broker']}")
+    if max_depth is not None:
+        for queue, counts in report["queues"].items():
+            if counts["ready"] > max_depth:
+                problems.append(
+                    f"queue {queue} has {counts['ready']} message(s) ready, more than {max_depth}"
+                )
+    return problems
+
+
 def format_status(report: dict[str, Any]) -> str:
     lines = [
         f"broker: {report['broker']}",

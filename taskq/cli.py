@@ -94,12 +94,31 @@ def worker(ctx: click.Context, /, **flags: Any) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="A health check: exit 1, saying why on stderr, when no worker is live.",
+)
+@click.option(
+    "--max-depth",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="With --check: also exit 1 when a queue has more than N messages ready.",
+)
 @click.pass_context
 @_errors_as_one_line
-def status(ctx: click.Context, as_json: bool) -> None:
+def status(ctx: click.Context, as_json: bool, check: bool, max_depth: int | None) -> None:
     """Queue depths, live workers and dead letters."""
+    if max_depth is not None and not check:
+        raise click.UsageError("--max-depth is a limit of --check: give --check too")
     report = admin.status(_settings(ctx))
     click.echo(json.dumps(report, indent=2) if as_json else admin.format_status(report))
+    if check:
+        problems = admin.health_problems(report, max_depth)
+        for problem in problems:
+            click.echo(f"unhealthy: {problem}", err=True)
+        if problems:
+            sys.exit(1)
 
 
 @main.group()

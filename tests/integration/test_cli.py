@@ -115,6 +115,29 @@ def test_status_shows_queue_depths_and_the_live_worker_with_its_pids(
     assert sorted(c["pid"] for c in state["children"]) == sorted(children)
 
 
+def test_status_check_fails_with_no_live_worker_or_a_deep_queue_and_passes_with_a_worker(
+    start_worker, broker_dir: Path, taskq_app: App
+) -> None:
+    args = ("--broker", str(broker_dir), "status", "--check")
+    for _ in range(3):
+        itasks.add.apply_async((1, 1), queue="other")  # no worker consumes "other"
+
+    alone = taskq(*args, cwd=broker_dir.parent)
+    assert alone.returncode == 1
+    assert alone.stderr.strip() == f"unhealthy: no worker is live on broker {broker_dir}"
+
+    start_worker(modules=MODULES)
+    wait_for(lambda: "workers: 1 live" in ok("status", broker_dir=broker_dir), 20, "the worker")
+    healthy = taskq(*args, cwd=broker_dir.parent)
+    assert (healthy.returncode, healthy.stderr) == (0, ""), healthy.stderr
+    assert "workers: 1 live" in healthy.stdout
+
+    deep = taskq(*args, "--max-depth", "2", cwd=broker_dir.parent)
+    assert deep.returncode == 1
+    assert deep.stderr.strip() == ("unhealthy: queue other has 3 message(s) ready, more than 2")
+    assert taskq(*args, "--max-depth", "3", cwd=broker_dir.parent).returncode == 0
+
+
 def test_dead_list_show_retry_and_purge(
     start_worker, broker_dir: Path, tmp_path: Path, taskq_app: App
 ) -> None:
