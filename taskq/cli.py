@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 import click
 
 from . import admin, keys
-from .brokers import display_url, open_broker
+from .brokers import display_url, local_directory, open_broker
 from .config import Settings, config_file_path, load_settings
 from .errors import TaskqError
+from .results import FAILURE
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,12 +37,22 @@ def _errors_as_one_line(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _settings(ctx: click.Context, **flags: Any) -> Settings:
+def _settings(ctx: click.Context, *, create: bool = False, **flags: Any) -> Settings:
+    """The settings of this command. Only ``create`` (the worker) may make a file
+    broker's folder: a command that inspects or changes a broker needs one there."""
     root = ctx.find_root().params
     flags = dict(flags)
     broker = flags.pop("broker", None) or root.get("broker")
     config = flags.pop("config", None) or root.get("config")
-    return load_settings(config, {"broker": broker, **flags})
+    settings = load_settings(config, {"broker": broker, **flags})
+    folder = local_directory(settings)
+    if not create and folder is not None and not folder.exists():
+        raise TaskqError(
+            f"no broker at {folder.absolute()}: the folder does not exist (a worker or "
+            "the first .delay() makes it); give the broker with --broker, TASKQ_BROKER "
+            "or `broker` in taskq.toml"
+        )
+    return settings
 
 
 def _csv(value: str | None) -> tuple[str, ...] | None:
@@ -81,7 +92,7 @@ def worker(ctx: click.Context, /, **flags: Any) -> None:
     flags["reload_dirs"] = flags["reload_dirs"] or None
 
     def reread() -> Settings:
-        return _settings(ctx, **flags)
+        return _settings(ctx, create=True, **flags)
 
     settings = reread()
     if not settings.modules:
@@ -200,8 +211,14 @@ def purge(ctx: click.Context, queue: str, yes: bool) -> None:
 @click.pass_context
 @_errors_as_one_line
 def result(ctx: click.Context, task_id: str, wait: float | None) -> None:
-    """A task's status and result (or error and traceback)."""
-    click.echo(admin.format_result(admin.result(_settings(ctx), task_id, wait)))
+    """A task's status and result (or error and traceback).
+
+    Exits with 1 when the task failed (FAILURE), so that scripts can tell."""
+    record = admin.result(_settings(ctx), task_id, wait)
+    failed = record["status"] == FAILURE
+    click.echo(admin.format_result(record))
+    if failed:
+        sys.exit(1)
 
 
 @main.group()

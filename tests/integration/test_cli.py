@@ -220,8 +220,9 @@ def test_result_shows_a_success_a_failure_with_traceback_and_pending(
     assert shown["task"] == itasks.add.name
     assert shown["result"] == "5"
 
-    out = ok("result", failure, broker_dir=broker_dir)
-    text, _, tb = out.partition("\n}\n")
+    failed = taskq("--broker", str(broker_dir), "result", failure, cwd=tmp_path)
+    assert failed.returncode == 1, failed.stderr  # scripts see the failure
+    text, _, tb = failed.stdout.partition("\n}\n")
     shown = json.loads(text + "\n}")
     assert shown["status"] == "FAILURE"
     assert shown["exc_type"] == "builtins.RuntimeError"
@@ -272,8 +273,23 @@ def test_user_errors_exit_nonzero_in_one_line(
     env: dict[str, str],
     fragments: tuple[str, ...],
 ) -> None:
+    broker_dir.mkdir()
     done = taskq("--broker", str(broker_dir), *args, cwd=tmp_path, env=env)
     fails_in_one_line(done, *fragments)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("status",), ("dead", "list"), ("result", "0123abcd"), ("purge", "default", "--yes")],
+    ids=lambda args: "-".join(args[:2]),
+)
+def test_a_command_on_a_missing_broker_folder_says_where_it_looked_and_creates_nothing(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    done = taskq("--broker", "nosuch", *args, cwd=tmp_path)
+
+    fails_in_one_line(done, f"no broker at {tmp_path / 'nosuch'}: the folder does not exist")
+    assert not (tmp_path / "nosuch").exists()
 
 
 def test_broker_path_that_is_a_file_is_one_line(tmp_path: Path) -> None:
