@@ -32,7 +32,7 @@ from .housekeeping import Chores, Recoveries, Sweep, TrustWatch
 from .keys import Keyring, keyring_for
 from .message import new_id, validate_queue
 from .policy import Outcome
-from .reload import HotReload
+from .reload import HotReload, try_import
 from .slots import Slot
 
 log = logging.getLogger("taskq.supervisor")
@@ -103,6 +103,11 @@ class Supervisor:
         import multiprocessing  # logging names processes after the stdlib's idea of them
 
         multiprocessing.current_process().name = "supervisor"
+        if not self.settings.reload:  # --reload waits for a save that imports instead
+            error = try_import(self._ctx, self.settings.modules)
+            if error is not None:
+                log.error("Cannot import the task modules: %s. Not starting.", error)
+                return EXIT_IMPORT_ERROR
         self._install_signals()
         self.broker.register_worker(self.name)
         log.info(

@@ -278,6 +278,19 @@ def test_user_errors_exit_nonzero_in_one_line(
     fails_in_one_line(done, *fragments)
 
 
+def test_a_worker_whose_task_modules_cannot_be_imported_exits_nonzero_saying_why(
+    broker_dir: Path, tmp_path: Path
+) -> None:
+    done = taskq("--broker", str(broker_dir), "worker", "-A", "nosuchmodule", cwd=tmp_path)
+
+    assert done.returncode == 3, done.stderr
+    assert (
+        "Cannot import the task modules: ModuleNotFoundError: No module named 'nosuchmodule'"
+        in (done.stderr)
+    )
+    assert "Not starting" in done.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [("status",), ("dead", "list"), ("result", "0123abcd"), ("purge", "default", "--yes")],
