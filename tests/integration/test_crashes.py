@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import time
 from dataclasses import astuple
@@ -101,7 +102,8 @@ def test_task_killing_its_worker_is_dead_lettered_as_poison(
     assert w.popen.poll() is None
 
 
-@pytest.mark.parametrize(
+# A module that does not import, and the error a worker logs for it.
+BROKEN_MODULES = pytest.mark.parametrize(
     ("source", "expected"),
     [
         ("x = 1\n\ndef broken(:\n    pass\n", r"SyntaxError in .*badmod\.py, line 3"),
@@ -112,11 +114,30 @@ def test_task_killing_its_worker_is_dead_lettered_as_poison(
     ],
     ids=["syntax-error", "raises"],
 )
-def test_module_failing_to_import_leaves_supervisor_up_with_backoff(
+
+
+@BROKEN_MODULES
+def test_module_failing_to_import_at_start_stops_the_worker_with_code_3(
     worker, tmp_path: Path, source: str, expected: str
 ) -> None:
     (tmp_path / "badmod.py").write_text(source)
     w = worker("badmod", concurrency=1, cwd=tmp_path, ready=False)
+
+    assert w.popen.wait(timeout=15) == 3, w.log()
+    assert re.search(expected + r".*Not starting", w.log()), w.log()
+
+
+@BROKEN_MODULES
+def test_module_failing_to_import_later_leaves_supervisor_up_with_backoff(
+    worker, tmp_path: Path, source: str, expected: str
+) -> None:
+    module = tmp_path / "badmod.py"
+    module.write_text("x = 1\n")
+    w = worker("badmod", concurrency=1, cwd=tmp_path)
+    module.write_text(source)  # a broken deploy while the worker runs
+    shutil.rmtree(tmp_path / "__pycache__", ignore_errors=True)
+    for pid in w.child_pids():
+        os.kill(pid, signal.SIGKILL)  # its replacement imports the broken module
 
     wait_until(lambda: re.search(expected, w.log()), what="import error logged")
     delays = wait_until(
