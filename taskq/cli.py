@@ -42,8 +42,8 @@ def _settings(ctx: click.Context, *, create: bool = False, **flags: Any) -> Sett
     broker's folder: a command that inspects or changes a broker needs one there."""
     root = ctx.find_root().params
     flags = dict(flags)
-    broker = flags.pop("broker", None) or root.get("broker")
-    config = flags.pop("config", None) or root.get("config")
+    broker = flags.pop("broker", None) or ctx.meta.get("broker") or root.get("broker")
+    config = flags.pop("config", None) or ctx.meta.get("config") or root.get("config")
     settings = load_settings(config, {"broker": broker, **flags})
     folder = local_directory(settings)
     if not create and folder is not None and not folder.exists():
@@ -59,9 +59,33 @@ def _csv(value: str | None) -> tuple[str, ...] | None:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
 
 
-@click.group()
-@click.option("--broker", "-b", help="Broker directory (default: ./.taskq or config).")
-@click.option("--config", "-c", type=click.Path(dir_okay=False), help="Config file (taskq.toml).")
+def _remember(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.meta[param.name] = value  # ctx.meta is shared with the whole command line
+
+
+def _broker_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--broker`` and ``--config`` after a command too (``taskq status --broker X``),
+    as Celery takes them."""
+    command = click.option(
+        "--config",
+        type=click.Path(dir_okay=False),
+        expose_value=False,
+        callback=_remember,
+        help="Config file (also accepted before the command).",
+    )(command)
+    return click.option(
+        "--broker",
+        "-b",
+        expose_value=False,
+        callback=_remember,
+        help="Broker directory or URL (also accepted before the command).",
+    )(command)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--broker", "-b", help="Broker directory or URL (default: ./.taskq or config).")
+@click.option("--config", type=click.Path(dir_okay=False), help="Config file (taskq.toml).")
 @click.version_option(package_name="taskq")
 def main(broker: str | None, config: str | None) -> None:
     """taskq: background tasks with no server to install."""
@@ -69,9 +93,8 @@ def main(broker: str | None, config: str | None) -> None:
 
 @main.command()
 @click.option("--app", "-A", "modules", help="Task modules to import, comma-separated.")
-@click.option("--broker", "-b", help="Broker directory (also accepted before the command).")
-@click.option("--config", "-c", type=click.Path(dir_okay=False), help="Config file.")
-@click.option("--concurrency", type=int, help="Worker processes (default: CPUs).")
+@_broker_options
+@click.option("--concurrency", "-c", type=int, help="Worker processes (default: CPUs).")
 @click.option("--queues", "-Q", help="Queues to consume, comma-separated, in priority order.")
 @click.option("--loglevel", "-l", help="DEBUG, INFO, WARNING or ERROR.")
 @click.option("--max-tasks-per-child", type=int, help="Recycle a process after N tasks.")
@@ -99,11 +122,12 @@ def worker(ctx: click.Context, /, **flags: Any) -> None:
         raise TaskqError("no task modules: give -A MODULE (or `modules` in taskq.toml)")
     _setup_logging(settings.loglevel)
     root = ctx.find_root().params
-    config_file = config_file_path(flags.get("config") or root.get("config"))
+    config_file = config_file_path(ctx.meta.get("config") or root.get("config"))
     sys.exit(Supervisor(settings, reread=reread, config_file=config_file).run())
 
 
 @main.command()
+@_broker_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option(
     "--check",
@@ -138,6 +162,7 @@ def dead() -> None:
 
 
 @dead.command("list")
+@_broker_options
 @click.option("--queue", "-Q", help="Only this queue.")
 @click.pass_context
 @_errors_as_one_line
@@ -155,6 +180,7 @@ def dead_list(ctx: click.Context, queue: str | None) -> None:
 
 
 @dead.command("show")
+@_broker_options
 @click.argument("message_id")
 @click.pass_context
 @_errors_as_one_line
@@ -165,6 +191,7 @@ def dead_show(ctx: click.Context, message_id: str) -> None:
 
 
 @dead.command("retry")
+@_broker_options
 @click.argument("message_id", required=False)
 @click.option("--all", "retry_all", is_flag=True, help="Retry every dead message.")
 @click.pass_context
@@ -182,6 +209,7 @@ def dead_retry(ctx: click.Context, message_id: str | None, retry_all: bool) -> N
 
 
 @dead.command("purge")
+@_broker_options
 @click.option("--yes", is_flag=True, help="Confirm: delete every dead message.")
 @click.option("--queue", "-Q", help="Only this queue.")
 @click.pass_context
@@ -194,6 +222,7 @@ def dead_purge(ctx: click.Context, yes: bool, queue: str | None) -> None:
 
 
 @main.command()
+@_broker_options
 @click.argument("queue")
 @click.option("--yes", is_flag=True, help="Confirm: delete every waiting message.")
 @click.pass_context
@@ -206,6 +235,7 @@ def purge(ctx: click.Context, queue: str, yes: bool) -> None:
 
 
 @main.command()
+@_broker_options
 @click.argument("task_id")
 @click.option("--wait", type=float, help="Wait up to this many seconds for it.")
 @click.pass_context
@@ -227,6 +257,7 @@ def key() -> None:
 
 
 @key.command("rotate")
+@_broker_options
 @click.pass_context
 @_errors_as_one_line
 def key_rotate(ctx: click.Context) -> None:
@@ -240,6 +271,7 @@ def key_rotate(ctx: click.Context) -> None:
 
 
 @key.command("prune")
+@_broker_options
 @click.pass_context
 @_errors_as_one_line
 def key_prune(ctx: click.Context) -> None:

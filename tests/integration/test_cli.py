@@ -247,6 +247,25 @@ def test_help_works_for_every_command(tmp_path: Path, command: tuple[str, ...]) 
     assert os.listdir(tmp_path) == []  # --help creates no broker
 
 
+def test_celery_habits_broker_after_the_command_c_for_concurrency_and_h_for_help(
+    broker_dir: Path, tmp_path: Path, start_worker, taskq_app: App
+) -> None:
+    itasks.add.apply_async((1, 1), queue="other")  # to broker_dir, where nobody consumes
+    after = taskq("status", "--broker", str(broker_dir), "--json", cwd=tmp_path)
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout)["queues"]["other"]["ready"] == 1
+    (config := tmp_path / "elsewhere.toml").write_text(f'broker = "{broker_dir}"\n')
+    via_config = taskq("dead", "list", "--config", str(config), cwd=tmp_path)
+    assert (via_config.returncode, via_config.stdout) == (0, "no dead letters\n"), via_config
+
+    w = start_worker("-c", "3", modules=MODULES)  # after the fixture's --concurrency 2
+    assert len(w.child_pids()) == 3
+
+    helped = taskq("dead", "show", "-h", cwd=tmp_path)
+    assert helped.returncode == 0, helped.stderr
+    assert "taskq dead show [OPTIONS] MESSAGE_ID" in helped.stdout.splitlines()[0]
+
+
 def test_unknown_config_key_in_taskq_toml_is_one_line_naming_it(tmp_path: Path) -> None:
     (tmp_path / "taskq.toml").write_text('brokr = "elsewhere"\n')
     done = taskq("status", cwd=tmp_path)
