@@ -52,9 +52,12 @@ def format_status(report: dict[str, Any]) -> str:
         "",
         f"{'queue':<20} {'ready':>8} {'scheduled':>10} {'in-flight':>10} {'dead':>6}",
     ]
+    consumed = {queue for w in report["workers"] for queue in w["queues"]}
     for queue, c in report["queues"].items():
+        unconsumed = "" if queue in consumed else "  (no live worker consumes it)"
         lines.append(
             f"{queue:<20} {c['ready']:>8} {c['scheduled']:>10} {c['claimed']:>10} {c['dead']:>6}"
+            + unconsumed
         )
     if not report["queues"]:
         lines.append("(no queues yet)")

@@ -7,6 +7,7 @@ tasks module never touches the disk or the network.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,6 +27,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _registry: dict[str, Task[Any, Any]] = {}
+
+
+log = logging.getLogger("taskq")
+_queues_seen: set[str] = set()  # queues this process has sent to (and warned about)
 
 
 def registry() -> Mapping[str, Task[Any, Any]]:
@@ -151,6 +156,24 @@ class Task(Generic[P, R]):
         app.publish_many(batch)
         return [app.AsyncResult(m.id) for m, _ in batch]
 
+    def _declared(self, queue: str) -> str:
+        """``queue``, after a warning (once per queue and process) if nothing
+        declares it: neither the ``queues`` setting nor a task's ``queue``. A
+        typo such as ``queue="defualt"`` would otherwise wait for a worker forever."""
+        if queue not in _queues_seen:
+            _queues_seen.add(queue)
+            declared = {*self.app.settings.queues, *(t.options.queue for t in _registry.values())}
+            if queue not in declared:
+                log.warning(
+                    "Task %s sent to queue %r, which no task and no `queues` setting "
+                    "declares (%s): only a worker started with -Q %s will run it",
+                    self.name,
+                    queue,
+                    ", ".join(sorted(declared)),
+                    queue,
+                )
+        return queue
+
     def message(self, args: Sequence[Any], kwargs: Mapping[str, Any], **options: Any) -> Message:
         """The envelope a call would be sent in (nothing is written)."""
         o = self.options
@@ -160,7 +183,7 @@ class Task(Generic[P, R]):
         return Message(
             id=validate_task_id(options["task_id"]) if options.get("task_id") else new_id(),
             task=self.name,
-            queue=o.queue if queue is None else validate_queue(queue),
+            queue=o.queue if queue is None else self._declared(validate_queue(queue)),
             priority=o.priority if priority is None else _check_priority(priority),
             created=now,
             eta=_eta(now, options.get("countdown"), options.get("eta")),

@@ -100,7 +100,7 @@ def test_status_shows_queue_depths_and_the_live_worker_with_its_pids(
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
     assert rows["queue"] == ["ready", "scheduled", "in-flight", "dead"]
     assert rows["default"] == ["0", "1", "0", "1"]
-    assert rows["other"] == ["3", "0", "0", "0"]
+    assert rows["other"] == ["3", "0", "0", "0", "(no", "live", "worker", "consumes", "it)"]
     assert "workers: 1 live" in out
     assert f"(pid {w.pid}) queues default" in out
     children = w.child_pids()
