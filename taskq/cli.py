@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -95,6 +96,11 @@ def main(broker: str | None, config: str | None) -> None:
 @click.option("--app", "-A", "modules", help="Task modules to import, comma-separated.")
 @_broker_options
 @click.option("--concurrency", "-c", type=int, help="Worker processes (default: CPUs).")
+@click.option(
+    "--hostname",
+    "-n",
+    help="This worker's name on the broker; %h is the host name (default: HOST-PID).",
+)
 @click.option("--queues", "-Q", help="Queues to consume, comma-separated, in priority order.")
 @click.option("--loglevel", "-l", help="DEBUG, INFO, WARNING or ERROR.")
 @click.option("--max-tasks-per-child", type=int, help="Recycle a process after N tasks.")
@@ -108,8 +114,9 @@ def main(broker: str | None, config: str | None) -> None:
 @_errors_as_one_line
 def worker(ctx: click.Context, /, **flags: Any) -> None:
     """Run a supervisor and a pool of worker processes."""
-    from .supervisor import Supervisor
+    from .supervisor import Supervisor, worker_name
 
+    hostname = flags.pop("hostname")
     for key in ("modules", "queues", "reload_include", "reload_exclude"):
         flags[key] = _csv(flags[key])
     flags["reload_dirs"] = flags["reload_dirs"] or None
@@ -123,7 +130,8 @@ def worker(ctx: click.Context, /, **flags: Any) -> None:
     _setup_logging(settings.loglevel)
     root = ctx.find_root().params
     config_file = config_file_path(ctx.meta.get("config") or root.get("config"))
-    sys.exit(Supervisor(settings, reread=reread, config_file=config_file).run())
+    name = worker_name(hostname or f"%h-{os.getpid()}")
+    sys.exit(Supervisor(settings, reread=reread, config_file=config_file, name=name).run())
 
 
 @main.command()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import time
@@ -28,6 +29,7 @@ from .brokers import display_url, open_broker
 from .brokers.base import Broker
 from .child import EXIT_IMPORT_ERROR, child_main
 from .config import Settings
+from .errors import TaskqError
 from .housekeeping import Chores, Recoveries, Sweep, TrustWatch
 from .keys import Keyring, keyring_for
 from .message import new_id, validate_queue
@@ -68,6 +70,21 @@ class Swap:
     retiring: frozenset[str]  # the old pool's consumers: done when none is left
 
 
+_WORKER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
+
+
+def worker_name(template: str) -> str:
+    """A worker's name from ``-n``: ``%h`` becomes the host name, as in Celery
+    (the default is ``%h-<pid>``)."""
+    name = template.replace("%h", socket.gethostname())
+    if not _WORKER_NAME.fullmatch(name):
+        raise TaskqError(
+            f"invalid worker name {name!r}: use 1-64 letters, digits, '_', '-', '.' or '@', "
+            "not starting with '.', '-' or '@'"
+        )
+    return name
+
+
 @dataclass
 class Supervisor:
     settings: Settings
@@ -76,7 +93,7 @@ class Supervisor:
     broker: Broker = field(init=False)
     key: Keyring = field(init=False)
     children: list[Child] = field(default_factory=list)
-    name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    name: str = field(default_factory=lambda: worker_name("%h-" + str(os.getpid())))
     _stop_requests: int = 0
     _wake_r: int = -1
     _next_sweep: float = 0.0

@@ -192,11 +192,20 @@ class ResultStore(Protocol):
         """Delete results stored before ``older_than`` (a timestamp); return how many."""
 
 
+def worker_name_taken(name: str, where: object) -> str:
+    """The error of ``Registry.register_worker`` for a name a live worker holds."""
+    return (
+        f"a live worker named {name!r} is registered on broker {where}: give this one "
+        "another name (-n/--hostname)"
+    )
+
+
 class Registry(Protocol):
     """The live supervisors and the state each publishes for ``taskq status``."""
 
     def register_worker(self, name: str) -> None:
-        """Announce a live supervisor (its liveness is kept like a consumer's)."""
+        """Announce a live supervisor (its liveness is kept like a consumer's).
+        ``BrokerError`` (``worker_name_taken``) if a live one has the name."""
 
     def publish_worker_state(self, name: str, state: Mapping[str, Any]) -> None:
         """Replace what ``taskq status`` shows for a live supervisor."""

@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import BrokerError, UnsafeEntry
 from ..keys import Keyring
 from ..message import new_id, validate_task_id
+from .base import worker_name_taken
 from .file_keys import FileKeys
 from .fs import (
     lock_is_free,
@@ -44,6 +45,9 @@ class FileStores:
     def register_worker(self, name: str) -> None:
         folder = self.root / "workers"
         make_folder(folder, self.trust, self.root)
+        held = folder / f"{name}.lock"
+        if held.exists() and (name in self._worker_locks or not _remove_if_dead(folder, name)):
+            raise BrokerError(worker_name_taken(name, self.root))
         # Locked under a dotted name, then renamed: a sweeper never meets the
         # <name>.lock of a supervisor being born while it is not locked yet.
         staging = folder / f".{name}.{new_id()}.lock"

@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import BrokerError
 from ..keys import Keyring
 from ..message import signed_by, validate_task_id
+from .base import worker_name_taken
 
 
 class MemoryStores:
@@ -97,6 +98,8 @@ class MemoryStores:
 
     def register_worker(self, name: str) -> None:
         with self._lock:
+            if name in self._workers:
+                raise BrokerError(worker_name_taken(name, self))
             self._workers[name] = {}
 
     def publish_worker_state(self, name: str, state: Mapping[str, Any]) -> None:

@@ -21,6 +21,7 @@ from ..errors import BrokerError, BrokerUnavailable
 from ..keys import Keyring
 from ..message import signed_by, validate_task_id
 from . import redis_scripts as lua
+from .base import worker_name_taken
 
 if TYPE_CHECKING:
     from .redis import RedisConsumer
@@ -259,10 +260,12 @@ class RedisStores:
 
     def register_worker(self, name: str) -> None:
         alive = self.key("alive:", name)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(alive, "1", px=self.liveness_ms)
-        pipe.hset(self.key("workers"), name, "{}")
-        self.call(pipe.execute)
+        if not self.call(lambda: self.client.set(alive, "1", px=self.liveness_ms, nx=True)):
+            raise BrokerError(
+                worker_name_taken(name, self.where)
+                + f" (or wait {self.liveness_ms / 1000:g} s if it was this host's, just killed)"
+            )
+        self.call(lambda: self.client.hset(self.key("workers"), name, "{}"))
         self.heartbeat.keep(alive)
 
     def publish_worker_state(self, name: str, state: Mapping[str, Any]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from taskq.errors import BrokerError
 from taskq.housekeeping import expire_dead_letters
 from taskq.keys import Keyring
 from taskq.message import Message, dump_call, encode, new_id
@@ -327,6 +328,20 @@ def test_find_names_the_state_holding_a_task(broker: Any, open_consumer: OpenCon
 
 
 # -- results -------------------------------------------------------------------------
+
+
+def test_a_worker_name_held_by_a_live_worker_is_refused_until_it_unregisters(
+    broker: Any,
+) -> None:
+    broker.register_worker("w1")
+
+    with pytest.raises(BrokerError, match="a live worker named 'w1' is registered"):
+        broker.register_worker("w1")
+    broker.register_worker("w2")
+    broker.unregister_worker("w1")
+    broker.register_worker("w1")
+    for name in ("w1", "w2"):
+        broker.unregister_worker(name)
 
 
 def test_a_stored_result_is_loaded_until_deleted(broker: Any) -> None:

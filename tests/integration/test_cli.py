@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from taskq.app import App
 from taskq.results import SUCCESS
 
 MODULES = "itasks,itasks_delivery"
+HERE = Path(__file__).parent
 COMMANDS = [
     (),
     ("worker",),
@@ -264,6 +266,20 @@ def test_celery_habits_broker_after_the_command_c_for_concurrency_and_h_for_help
     helped = taskq("dead", "show", "-h", cwd=tmp_path)
     assert helped.returncode == 0, helped.stderr
     assert "taskq dead show [OPTIONS] MESSAGE_ID" in helped.stdout.splitlines()[0]
+
+
+def test_hostname_names_the_worker_and_a_second_live_one_of_that_name_is_refused(
+    broker_dir: Path, tmp_path: Path, start_worker
+) -> None:
+    w = start_worker("-n", "mail@%h", modules=MODULES)
+    host = socket.gethostname()
+    assert f"mail@{host} (pid {w.pid})" in ok("status", broker_dir=broker_dir)
+
+    again = taskq("--broker", str(broker_dir), "worker", "-A", MODULES, "-n", "mail@%h", cwd=HERE)
+    fails_in_one_line(again, f"a live worker named 'mail@{host}' is registered", "-n/--hostname")
+    bad = taskq("--broker", str(broker_dir), "worker", "-A", MODULES, "-n", "../x", cwd=HERE)
+    fails_in_one_line(bad, "invalid worker name '../x'")
+    assert w.popen.poll() is None
 
 
 def test_unknown_config_key_in_taskq_toml_is_one_line_naming_it(tmp_path: Path) -> None:
