@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import sys
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,6 +19,7 @@ from . import admin, keys
 from .brokers import display_url, local_directory, open_broker
 from .config import Settings, config_file_path, load_settings
 from .errors import TaskqError
+from .logs import setup_logging
 from .results import FAILURE
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -103,6 +102,8 @@ def main(broker: str | None, config: str | None) -> None:
 )
 @click.option("--queues", "-Q", help="Queues to consume, comma-separated, in priority order.")
 @click.option("--loglevel", "-l", help="DEBUG, INFO, WARNING or ERROR.")
+@click.option("--logfile", "-f", help="Log to this file (appended) instead of stderr.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="text (default) or json.")
 @click.option("--max-tasks-per-child", type=int, help="Recycle a process after N tasks.")
 @click.option("--max-memory-per-child", type=int, help="Recycle a process above N MB RSS.")
 @click.option("--shutdown-timeout", type=float, help="Seconds a warm shutdown waits.")
@@ -127,7 +128,7 @@ def worker(ctx: click.Context, /, **flags: Any) -> None:
     settings = reread()
     if not settings.modules:
         raise TaskqError("no task modules: give -A MODULE (or `modules` in taskq.toml)")
-    _setup_logging(settings.loglevel)
+    setup_logging(settings.loglevel, settings.logfile, settings.log_format)
     root = ctx.find_root().params
     config_file = config_file_path(ctx.meta.get("config") or root.get("config"))
     name = worker_name(hostname or f"%h-{os.getpid()}")
@@ -287,12 +288,3 @@ def key_prune(ctx: click.Context) -> None:
     settings = _settings(ctx)
     dropped = keys.prune(settings, open_broker(settings))
     click.echo(f"dropped {dropped} previous key(s)" if dropped else "no previous key to drop")
-
-
-def _setup_logging(level: str) -> None:
-    logging.Formatter.converter = time.gmtime
-    logging.basicConfig(
-        level=level,
-        format="[%(asctime)s %(levelname)s %(processName)s %(process)d] %(message)s",
-        stream=sys.stderr,
-    )

@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 
 _T = TypeVar("_T")
 
@@ -71,6 +72,8 @@ class Settings:
     modules: tuple[str, ...] = _key((), "task modules a worker imports (what -A sets)")
     concurrency: int = _key(0, "worker processes; 0 = number of CPUs")
     loglevel: str = _key("INFO", "log level: DEBUG, INFO, WARNING or ERROR")
+    logfile: str = _key("", 'file the worker logs to (appended); "" = standard error')
+    log_format: str = _key("text", "text, or json: one object per line, with task fields")
     max_tasks_per_child: int = _key(0, "recycle a worker process after N tasks; 0 = never")
     max_memory_per_child: int = _key(0, "recycle a worker process above this RSS in MB; 0 = never")
     shutdown_timeout: float = _key(30.0, "seconds a warm shutdown waits for in-flight tasks")
@@ -300,6 +303,8 @@ def _check_range(key: str, value: object, source: str) -> object:
             problem = f"must be one of {', '.join(LOGLEVELS)}"
         else:
             value = value.upper()
+    elif key == "log_format" and value not in LOG_FORMATS:
+        problem = f"must be one of {', '.join(LOG_FORMATS)}"
     elif key in ("broker", "queues") and not value:
         problem = "must not be empty"
     if problem:

@@ -103,7 +103,7 @@ class Worker:
             args, kwargs = load_value(payload)
         except Exception as exc:
             return Outcome.UNDECODABLE, exc, None, None
-        log.info("Task %s[%s] received", message.task, message.id)
+        log.info("Task %s[%s] received", message.task, message.id, extra=task_fields(message))
         started = time.time()
         # A task's own time_limit=0 means no limit; None means the worker's default.
         limit = self.default_time_limit if message.time_limit is None else message.time_limit
@@ -152,10 +152,15 @@ def describe(message: Message, settled: Settled, elapsed_ms: float | None = None
     """One log line for how a delivery ended."""
     what = f"Task {message.task}[{message.id}]"
     decision, value = settled.decision, settled.value
+    fields = {
+        **task_fields(message),
+        "outcome": settled.outcome.value,
+        "duration_ms": None if elapsed_ms is None else round(elapsed_ms, 3),
+    }
     if settled.outcome is Outcome.SUCCEEDED:
-        log.info("%s succeeded in %.1f ms: %.200r", what, elapsed_ms or 0.0, value)
+        log.info("%s succeeded in %.1f ms: %.200r", what, elapsed_ms or 0.0, value, extra=fields)
     elif settled.outcome is Outcome.EXPIRED:
-        log.warning("%s expired before it could run: dropped", what)
+        log.warning("%s expired before it could run: dropped", what, extra=fields)
     elif isinstance(decision, RetryAt):
         log.warning(
             "%s failed%s (%s): retry in %.2f s (attempt %d/%d)",
@@ -165,13 +170,23 @@ def describe(message: Message, settled: Settled, elapsed_ms: float | None = None
             decision.delay,
             message.retries + 2,
             message.max_retries + 1,
+            extra=fields,
         )
     elif isinstance(decision, Dead) and settled.outcome in _NEVER_RAN:
-        log.error("%s dead-lettered (%s): %s", what, decision.reason, value)
+        log.error("%s dead-lettered (%s): %s", what, decision.reason, value, extra=fields)
     elif isinstance(decision, Dead):
         log.error(
-            "%s failed (%s): dead-lettered (%s)", what, describe_error(value), decision.reason
+            "%s failed (%s): dead-lettered (%s)",
+            what,
+            describe_error(value),
+            decision.reason,
+            extra=fields,
         )
+
+
+def task_fields(message: Message) -> dict[str, object]:
+    """The task fields of a log record about ``message`` (see ``taskq.logs``)."""
+    return {"task": message.task, "task_id": message.id, "attempt": message.retries + 1}
 
 
 _NEVER_RAN = frozenset({Outcome.UNKNOWN_TASK, Outcome.UNDECODABLE})

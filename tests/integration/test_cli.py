@@ -282,6 +282,26 @@ def test_hostname_names_the_worker_and_a_second_live_one_of_that_name_is_refused
     assert w.popen.poll() is None
 
 
+def test_json_log_to_a_file_carries_each_tasks_name_id_attempt_outcome_and_duration(
+    tmp_path: Path, start_worker, taskq_app: App
+) -> None:
+    logfile = tmp_path / "worker.jsonl"
+    start_worker("--logfile", str(logfile), "--log-format", "json", modules=MODULES)
+    assert itasks.add.delay(2, 3).get(timeout=10) == 5
+    flaky = itasks.flaky.delay(str(tmp_path / "flaky"), 1)  # fails once, then succeeds
+    assert flaky.get(timeout=20) == 1
+
+    entries = [json.loads(line) for line in logfile.read_text().splitlines()]  # JSON, all
+    assert {"time", "level", "process", "pid", "logger", "message"} <= set(entries[0])
+    ended = {(e["task_id"], e["attempt"]): e for e in entries if "outcome" in e}
+    flaky_runs = [ended[(flaky.id, 1)], ended[(flaky.id, 2)]]
+    assert [e["outcome"] for e in flaky_runs] == ["failed", "succeeded"]
+    assert flaky_runs[0]["level"] == "WARNING" and "retry in" in flaky_runs[0]["message"]
+    (added,) = [e for e in ended.values() if e["task"] == itasks.add.name]
+    assert added["outcome"] == "succeeded" and added["attempt"] == 1
+    assert isinstance(added["duration_ms"], float) and added["duration_ms"] >= 0
+
+
 def test_unknown_config_key_in_taskq_toml_is_one_line_naming_it(tmp_path: Path) -> None:
     (tmp_path / "taskq.toml").write_text('brokr = "elsewhere"\n')
     done = taskq("status", cwd=tmp_path)
