@@ -44,12 +44,10 @@ def setup_logging(level: str, logfile: str = "", log_format: str = "text") -> No
         if logfile
         else logging.StreamHandler(sys.stderr)
     )
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        formatter = logging.Formatter(TEXT_FORMAT)
-        formatter.converter = time.gmtime
-        handler.setFormatter(formatter)
+    logging.Formatter.converter = time.gmtime  # UTC, for reload.py's clock too
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
