@@ -21,8 +21,9 @@ from typing import Any
 from .config import Settings
 from .errors import ConsumerLost
 from .keys import Keyring
+from .output import TaskOutput
 from .slots import Slot
-from .worker import Worker, soft_limit
+from .worker import Worker, running_message, soft_limit
 
 log = logging.getLogger("taskq.worker")
 
@@ -71,6 +72,8 @@ def child_main(settings: Settings, key: Keyring, slot: Slot, consumer_name: str)
     multiprocessing.current_process().name = f"worker-{slot.index}"
     app = App.from_settings(settings, key=key)
     set_default_app(app)
+    sys.stdout = TaskOutput("stdout", logging.INFO, running_message)
+    sys.stderr = TaskOutput("stderr", logging.WARNING, running_message)
     try:
         import_modules(settings.modules)
     except (Exception, SystemExit) as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -109,7 +110,14 @@ class Worker:
         limit = self.default_time_limit if message.time_limit is None else message.time_limit
         deadline = started + limit if limit else 0.0
         self.slot.start(message.id, message.task, started, deadline)
-        outcome, value, countdown = run_task(task, message, args, kwargs)
+        global _running
+        _running = message
+        try:
+            outcome, value, countdown = run_task(task, message, args, kwargs)
+        finally:
+            sys.stdout.flush()  # a line printed without its newline, still as the task's
+            sys.stderr.flush()
+            _running = None
         crash_point("run.done")
         self.slot.finish()
         self.done += 1
@@ -182,6 +190,14 @@ def describe(message: Message, settled: Settled, elapsed_ms: float | None = None
             decision.reason,
             extra=fields,
         )
+
+
+_running: Message | None = None  # the message whose task this process runs now
+
+
+def running_message() -> Message | None:
+    """The message whose task this process is running, if any."""
+    return _running
 
 
 def task_fields(message: Message) -> dict[str, object]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 from taskq import Retry, SoftTimeLimitExceeded, task
@@ -102,3 +103,10 @@ def asks_retry(self, path: str) -> int:  # type: ignore[no-untyped-def]
     if self.request.retries < 1:
         raise Retry(countdown=0.2)
     return int(self.request.retries)
+
+
+@task
+def shout(text: str) -> None:
+    """Prints ``text`` to standard output, then to standard error without a newline."""
+    print(text)
+    print(text.upper(), end="", file=sys.stderr)

@@ -302,6 +302,21 @@ def test_json_log_to_a_file_carries_each_tasks_name_id_attempt_outcome_and_durat
     assert isinstance(added["duration_ms"], float) and added["duration_ms"] >= 0
 
 
+def test_what_a_task_prints_is_logged_naming_the_task(start_worker, taskq_app: App) -> None:
+    w = start_worker(modules=MODULES)
+    shouted = itasks.shout.delay("hello from a task")
+    assert shouted.get(timeout=10) is None
+
+    def printed() -> list[str]:
+        return [line for line in w.log().splitlines() if "hello from a task" in line.lower()]
+
+    wait_for(lambda: len(printed()) == 2, 10, "both printed lines in the log")
+    out, err = printed()
+    assert "INFO worker-" in out and f"Task {itasks.shout.name}[{shouted.id}] stdout: hello" in out
+    # A line left without its newline is written when the task ends, still as its own.
+    assert "WARNING" in err and f"[{shouted.id}] stderr: HELLO FROM A TASK" in err
+
+
 def test_unknown_config_key_in_taskq_toml_is_one_line_naming_it(tmp_path: Path) -> None:
     (tmp_path / "taskq.toml").write_text('brokr = "elsewhere"\n')
     done = taskq("status", cwd=tmp_path)
