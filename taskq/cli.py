@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -131,7 +130,7 @@ def worker(ctx: click.Context, /, **flags: Any) -> None:
     setup_logging(settings.loglevel, settings.logfile, settings.log_format)
     root = ctx.find_root().params
     config_file = config_file_path(ctx.meta.get("config") or root.get("config"))
-    name = worker_name(hostname or f"%h-{os.getpid()}")
+    name = worker_name(hostname)
     sys.exit(Supervisor(settings, reread=reread, config_file=config_file, name=name).run())
 
 

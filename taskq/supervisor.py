@@ -70,16 +70,17 @@ class Swap:
     retiring: frozenset[str]  # the old pool's consumers: done when none is left
 
 
-_WORKER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
+# Room for a 64-character host name, a separator and a pid: the default name.
+_WORKER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,127}")
 
 
-def worker_name(template: str) -> str:
-    """A worker's name from ``-n``: ``%h`` becomes the host name, as in Celery
-    (the default is ``%h-<pid>``)."""
-    name = template.replace("%h", socket.gethostname())
+def worker_name(template: str | None = None) -> str:
+    """A worker's name from ``-n``: ``%h`` becomes the host name, as in Celery;
+    without one, ``<host>-<pid>``."""
+    name = (template or f"%h-{os.getpid()}").replace("%h", socket.gethostname())
     if not _WORKER_NAME.fullmatch(name):
         raise TaskqError(
-            f"invalid worker name {name!r}: use 1-64 letters, digits, '_', '-', '.' or '@', "
+            f"invalid worker name {name!r}: use 1-128 letters, digits, '_', '-', '.' or '@', "
             "not starting with '.', '-' or '@'"
         )
     return name
@@ -93,7 +94,7 @@ class Supervisor:
     broker: Broker = field(init=False)
     key: Keyring = field(init=False)
     children: list[Child] = field(default_factory=list)
-    name: str = field(default_factory=lambda: worker_name("%h-" + str(os.getpid())))
+    name: str = field(default_factory=worker_name)
     _stop_requests: int = 0
     _wake_r: int = -1
     _next_sweep: float = 0.0
