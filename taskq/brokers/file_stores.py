@@ -45,8 +45,9 @@ class FileStores:
     def register_worker(self, name: str) -> None:
         folder = self.root / "workers"
         make_folder(folder, self.trust, self.root)
+        # Taken while its lock is held; a lock a sweeper removes meanwhile is free.
         held = folder / f"{name}.lock"
-        if held.exists() and (name in self._worker_locks or not _remove_if_dead(folder, name)):
+        if name in self._worker_locks or (not _remove_if_dead(folder, name) and held.exists()):
             raise BrokerError(worker_name_taken(name, self.root))
         # Locked under a dotted name, then renamed: a sweeper never meets the
         # <name>.lock of a supervisor being born while it is not locked yet.
