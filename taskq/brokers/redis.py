@@ -87,6 +87,7 @@ class RedisConsumer:
         self.queues = tuple(queues)
         self._broker = broker
         self._link = RedisLink(broker.client, broker.where)
+        self.thread = threading.get_ident()  # the one thread that uses the link
         self._wake_key = broker.key("wake-consumer:", name)
         self._running_key = broker.key("running:", name)
         self._block_keys = [self._wake_key, *(broker.key("wake:", q) for q in self.queues)]

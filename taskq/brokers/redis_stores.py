@@ -161,13 +161,19 @@ class RedisStores:
             self._loaded.add(sha)
         return client.evalsha(sha, 0, *args)
 
+    def _mine(self) -> list[RedisConsumer]:
+        """The consumers this thread opened. Only their thread may use their
+        connections: another reading one would take replies meant for it."""
+        me = threading.get_ident()
+        return [c for c in list(self._local.values()) if c.thread == me]
+
     def _one_local(self) -> RedisConsumer | None:
-        """The consumer of this process, if it has exactly one (a worker child)."""
-        local = list(self._local.values())
+        """The consumer of this thread, if it has exactly one (a worker child)."""
+        local = self._mine()
         return local[0] if len(local) == 1 and not local[0].closed else None
 
     def _sync_local(self) -> None:
-        for consumer in list(self._local.values()):
+        for consumer in self._mine():
             if consumer.pending:
                 consumer.sync(until_done=False)  # Redis gone: the call below says so
 

@@ -4,6 +4,7 @@ consumer declared dead, an unreachable server. Against the real Redis."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -86,6 +87,27 @@ def test_recovery_tells_the_started_claim_from_those_taken_ahead(broker: RedisBr
 
     assert recovered is not None and len(recovered) == 16
     assert [d.name for d in recovered if d.started] == [handed.name]
+
+
+def test_a_thread_never_uses_the_connection_of_a_consumer_another_thread_opened(
+    broker: RedisBroker,
+) -> None:
+    """Read-your-writes waits for this thread's consumer only: reading another
+    thread's connection would take the replies that thread waits for."""
+    publish(broker, 2)
+    opened: list[RedisConsumer] = []
+    thread = threading.Thread(target=lambda: opened.append(broker.open_consumer(["default"], "c1")))
+    thread.start()
+    thread.join(10)
+    (other,) = opened
+    delivery = other.claim(timeout=1)
+    assert delivery is not None
+    broker.ack(delivery)  # queued on c1's connection, not sent
+    assert other.pending
+
+    assert broker.counts()["default"].claimed == 1  # a read by this thread
+    assert other.pending  # c1's queued ack was left to c1's thread
+    other.close()
 
 
 def test_a_consumer_whose_claims_were_taken_over_stops_claiming(broker: RedisBroker) -> None:
