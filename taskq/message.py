@@ -21,6 +21,7 @@ import os
 import pickle
 import re
 import struct
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -231,9 +232,15 @@ def _default(f: dataclasses.Field[Any]) -> Any:
 
 
 _DEFAULTS = tuple((f.name, _default(f)) for f in dataclasses.fields(Message))
+_FIELDS_IN_ORDER = tuple(f.name for f in dataclasses.fields(Message))
+# A frozen dataclass's __init__ sets each field through object.__setattr__;
+# setting the slots directly is what lets Batch copy a template in a third of it.
+_SLOT: dict[str, Any] = {name: getattr(Message, name) for name in _FIELDS_IN_ORDER}
+_STAMPED = (_SLOT["id"], _SLOT["created"])
+_new_message = object.__new__
 
 
-def encode(message: Message, payload: bytes, key: Keyring) -> bytes:
+def _header(message: Message) -> dict[str, Any]:
     # The header leaves out fields at their default (decode puts them back): a
     # quarter of the JSON to write for a plain call. Not dataclasses.asdict: it
     # deep-copies every field, a third of the cost of a publish.
@@ -242,7 +249,61 @@ def encode(message: Message, payload: bytes, key: Keyring) -> bytes:
         value = getattr(message, name)
         if value != default:
             header[name] = value
-    return seal(header, payload, key)
+    return header
+
+
+def encode(message: Message, payload: bytes, key: Keyring) -> bytes:
+    return seal(_header(message), payload, key)
+
+
+class Batch:
+    """Messages that differ from one template only in id and creation time, for
+    ``Task.map``: the envelope's JSON is written once for the whole batch, and
+    each message is a copy of the template, not a new dataclass built and checked.
+
+    Creation times strictly increase in the microseconds a message's name holds,
+    so the batch is delivered in the order it was given (equal times would sort
+    by the random id).
+    """
+
+    def __init__(self, template: Message, key: Keyring) -> None:
+        header = _header(template)
+        header.pop("id")
+        header.pop("created", None)
+        self._rest = _COMPACT_JSON.encode(header).encode()[1:]  # b'"task":...}'
+        # The key's HMAC state, made once and copied per message: half the cost
+        # of hmac.digest, which starts from the key again each time.
+        self._mac = hmac.new(key.signing_key(), digestmod=hashlib.sha256)
+        values = [(_SLOT[name], getattr(template, name)) for name in _FIELDS_IN_ORDER]
+        self._values = [(slot, value) for slot, value in values if slot not in _STAMPED]
+        self._micros = 0  # the last message's time, as its name has it
+
+    def message(self) -> Message:
+        """A new message: the template's, with a new id and the next creation time."""
+        micros = max(time.time_ns() // 1000, self._micros + 1)
+        created = micros / 1e6
+        while int(created * 1e6) <= self._micros:  # the float lost the microsecond
+            micros += 1
+            created = micros / 1e6
+        self._micros = int(created * 1e6)
+        message = _new_message(Message)
+        _SLOT["id"].__set__(message, new_id())
+        _SLOT["created"].__set__(message, created)
+        for slot, value in self._values:
+            slot.__set__(message, value)
+        return message
+
+    def seal(self, message: Message, payload: bytes) -> bytes:
+        """``encode(message, payload, key)``, for a message this batch made."""
+        head = b'{"id":"%s","created":%s,%s' % (
+            message.id.encode(),
+            repr(message.created).encode(),
+            self._rest,
+        )
+        body = _LENGTH.pack(len(head)) + head + payload
+        mac = self._mac.copy()
+        mac.update(body)
+        return MAGIC + _LENGTH.pack(len(body)) + mac.digest() + body
 
 
 # What each envelope field may hold. A signed header comes from a key holder,

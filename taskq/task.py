@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, ov
 
 from .current import default_app
 from .errors import Retry, TaskqError
-from .message import Message, dump_call, new_id, validate_queue, validate_task_id
+from .message import Batch, Message, dump_call, new_id, validate_queue, validate_task_id
 
 if TYPE_CHECKING:
     from .app import App
@@ -148,12 +148,14 @@ class Task(Generic[P, R]):
         """Enqueue one call per item (a tuple of positional arguments, or a single
         argument) in one batch: with ``durable = true`` the whole batch costs one
         flush to disk instead of one per message."""
+        app = self.app
+        stamp = Batch(self.message((), {}), app.key)
         batch = []
         for item in calls:
             args = tuple(item) if isinstance(item, tuple | list) else (item,)
-            batch.append((self.message(args, {}), dump_call(self.name, args, {})))
-        app = self.app
-        app.publish_many(batch)
+            message = stamp.message()
+            batch.append((message, stamp.seal(message, dump_call(self.name, args, {}))))
+        app.broker.publish_many(batch)
         return [app.AsyncResult(m.id) for m, _ in batch]
 
     def _declared(self, queue: str) -> str:

@@ -22,6 +22,7 @@ from taskq.errors import BadSignature, MessageError, SerializationError
 from taskq.keys import Keyring
 from taskq.message import (
     MAGIC,
+    Batch,
     Message,
     decode,
     dump_call,
@@ -414,3 +415,61 @@ def test_new_ids_do_not_repeat_when_random_is_reseeded() -> None:
     assert new_id() != first
     assert len(first) == 32
     assert os.path.basename(first) == first
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        Message(id="t", task="tasks.add", created=1.5),
+        Message(
+            id="t",
+            task="tasks.slow",
+            queue="low",
+            priority=7,
+            created=2.0,
+            eta=3_000_000_000.25,
+            expires=3_000_000_100.0,
+            max_retries=0,
+            time_limit=30.0,
+            soft_time_limit=20.5,
+            ignore_result=True,
+            headers={"trace": "x"},
+        ),
+    ],
+)
+def test_a_batch_seals_what_encode_would_and_keeps_the_order_it_was_given(
+    template: Message,
+) -> None:
+    batch = Batch(template, KEY)
+    made = [batch.message() for _ in range(200)]
+    payload = dump_call("tasks.add", (1, 2), {})
+    for message in made:
+        decoded, body = decode(batch.seal(message, payload), KEY)
+        assert (
+            decoded
+            == message
+            == dataclasses.replace(template, id=message.id, created=message.created)
+        )
+        assert body == payload
+        assert decode(encode(message, payload, KEY), KEY)[0] == decoded
+    assert len({m.id for m in made}) == 200
+    created = [m.created for m in made]
+    assert created == sorted(set(created))  # strictly increasing: delivered in order
+    assert [m.name for m in made] == sorted(m.name for m in made)
+
+
+def test_a_batch_keeps_its_order_when_the_clock_stands_still(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("taskq.message.time.time_ns", lambda: 1_733_320_000_123_456_789)
+    batch = Batch(Message(id="t", task="tasks.add", created=1.0), KEY)
+    names = [batch.message().name for _ in range(1000)]
+    assert names == sorted(names)
+    assert len({name.split("-")[1] for name in names}) == 1000
+
+
+def test_a_batch_signs_with_the_current_key_only() -> None:
+    batch = Batch(Message(id="t", task="tasks.add", created=1.0), KEY)
+    message = batch.message()
+    with pytest.raises(BadSignature):
+        decode(batch.seal(message, b"p"), OTHER_KEY)
