@@ -159,7 +159,16 @@ def purge_dead(settings: Settings, queue: str | None) -> int:
 
 
 def purge_queue(settings: Settings, queue: str) -> int:
-    return App.from_settings(settings).broker.purge(queue)
+    """Drop a queue's waiting messages; a name no message ever used is refused
+    (a typo would otherwise "delete 0 messages" and look like success)."""
+    broker = App.from_settings(settings).broker
+    known = broker.counts()
+    if queue not in known:
+        listed = ", ".join(sorted(known)) or "none yet"
+        raise TaskqError(
+            f"no queue named {queue!r} in {display_url(settings.broker)} (queues: {listed})"
+        )
+    return broker.purge(queue)
 
 
 def result(settings: Settings, task_id: str, wait: float | None) -> dict[str, Any]:

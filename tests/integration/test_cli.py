@@ -207,6 +207,9 @@ def test_purge_queue_deletes_its_waiting_messages_only_with_yes(
     assert queue_files(broker_dir, "other", "scheduled") == []
     assert len(queue_files(broker_dir, "default", "ready")) == 1
 
+    typo = taskq("--broker", str(broker_dir), "purge", "othre", "--yes", cwd=tmp_path)
+    fails_in_one_line(typo, "no queue named 'othre'", "queues: default, other")
+
 
 def test_result_shows_a_success_a_failure_with_traceback_and_pending(
     start_worker, broker_dir: Path, tmp_path: Path, taskq_app: App
