@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from .brokers import display_url
 from .brokers.base import CLAIMED
@@ -91,8 +92,25 @@ class AsyncResult(Generic[R]):
         loaded = self._load()
         return loaded is not None and loaded[0]["status"] == SUCCESS
 
-    def get(self, timeout: float | None = None, interval: float = 0.05) -> R:
-        """Wait for the task: its return value, or its exception raised here.
+    def failed(self) -> bool:
+        loaded = self._load()
+        return loaded is not None and loaded[0]["status"] == FAILURE
+
+    @overload
+    def get(
+        self, timeout: float | None = None, propagate: Literal[True] = True, interval: float = 0.05
+    ) -> R: ...
+
+    @overload
+    def get(
+        self, timeout: float | None = None, *, propagate: bool, interval: float = 0.05
+    ) -> R | BaseException: ...
+
+    def get(
+        self, timeout: float | None = None, propagate: bool = True, interval: float = 0.05
+    ) -> R | BaseException:
+        """Wait for the task: its return value, or its exception raised here
+        (returned instead with ``propagate=False``, as Celery does).
 
         The exception carries the worker's traceback as a note (and as
         ``remote_traceback``); ``TimeoutError`` if nothing came in ``timeout`` s;
@@ -105,7 +123,9 @@ class AsyncResult(Generic[R]):
         while True:
             loaded = self._load()
             if loaded is not None and loaded[0]["status"] in READY_STATES:
-                return self._outcome(*loaded)
+                if propagate or loaded[0]["status"] == SUCCESS:
+                    return self._outcome(*loaded)
+                return _rebuild(*loaded)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"task {self.id} did not finish within {timeout} s")
             if loaded is None and unknown.confirmed(lambda: self.app.broker.find(self.id)):
@@ -130,9 +150,22 @@ class AsyncResult(Generic[R]):
         except Exception as exc:
             return exc
 
+    info = result  # Celery's other name for it
+
+    @property
     def traceback(self) -> str | None:
+        """The worker's traceback text of a failure (or of a retried attempt), else None."""
         loaded = self._load()
         return None if loaded is None else loaded[0].get("traceback")
+
+    @property
+    def date_done(self) -> datetime | None:
+        """When the task finished (UTC), once it has; None before."""
+        loaded = self._load()
+        if loaded is None or loaded[0]["status"] not in READY_STATES:
+            return None
+        done = loaded[0].get("done")
+        return datetime.fromtimestamp(done, UTC) if isinstance(done, int | float) else None
 
     def _outcome(self, header: dict[str, Any], payload: bytes) -> R:
         if header["status"] == SUCCESS:

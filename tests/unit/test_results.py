@@ -74,8 +74,12 @@ def test_success_record_gives_the_value(app: App) -> None:
 
     assert result.get(timeout=1) == {"size": [1, 2]}
     assert result.status == SUCCESS
-    assert result.ready() and result.successful()
-    assert result.result == {"size": [1, 2]}
+    assert result.ready() and result.successful() and not result.failed()
+    assert result.result == result.info == {"size": [1, 2]}
+    assert result.traceback is None
+    done = result.date_done
+    assert done is not None and done.tzinfo is not None
+    assert abs(done.timestamp() - time.time()) < 60
 
 
 def test_value_only_pickle_cannot_take_comes_back_through_dill(app: App) -> None:
@@ -114,9 +118,14 @@ def test_failure_raises_the_original_exception_with_the_worker_traceback(app: Ap
         "Traceback in the worker" in n and "resize_image" in n for n in caught.value.__notes__
     )
     assert result.status == FAILURE
-    assert result.ready() and not result.successful()
-    assert "resize_image" in (result.traceback() or "")
-    assert isinstance(result.result, ValueError)
+    assert result.ready() and not result.successful() and result.failed()
+    assert "resize_image" in (result.traceback or "")
+    assert isinstance(result.result, ValueError) and isinstance(result.info, ValueError)
+    assert result.date_done is not None
+
+    returned = result.get(timeout=1, propagate=False)
+    assert isinstance(returned, ValueError) and "width must be positive" in str(returned)
+    assert "resize_image" in returned.remote_traceback  # type: ignore[attr-defined]
 
 
 def test_exception_that_cannot_be_rebuilt_becomes_task_failed_with_its_type(app: App) -> None:
@@ -184,10 +193,11 @@ def test_retry_marker_is_not_a_final_result(app: App) -> None:
     result = app.AsyncResult(task_id)
 
     assert result.status == RETRY
-    assert not result.ready()
-    assert result.result is None
+    assert not result.ready() and not result.failed()
+    assert result.result is None and result.date_done is None
+    assert "try later" in (result.traceback or "")  # the last attempt's, as Celery shows it
     with pytest.raises(TimeoutError):
-        result.get(timeout=0.2)
+        result.get(timeout=0.2, propagate=False)
 
 
 def test_status_is_pending_then_started_while_claimed(app: App) -> None:
