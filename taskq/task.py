@@ -7,6 +7,7 @@ tasks module never touches the disk or the network.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import threading
 import time
@@ -126,10 +127,12 @@ class Task(Generic[P, R]):
         queue: str | None = None,
         expires: datetime | float | None = None,
         task_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
     ) -> AsyncResult[R]:
         """Send a call with options: ``countdown`` seconds or an ``eta`` to run
         at, a ``priority`` 0-9 (9 first), another ``queue``, ``expires`` (seconds
-        from now or a datetime), a chosen ``task_id``."""
+        from now or a datetime), a chosen ``task_id``, ``headers`` (JSON values
+        the task reads as ``self.request.headers``)."""
         message = self.message(
             args,
             kwargs or {},
@@ -139,6 +142,7 @@ class Task(Generic[P, R]):
             queue=queue,
             expires=expires,
             task_id=task_id,
+            headers=headers,
         )
         app = self.app
         app.publish(message, dump_call(self.name, args, kwargs or {}))
@@ -197,11 +201,24 @@ class Task(Generic[P, R]):
             time_limit=o.time_limit,
             soft_time_limit=o.soft_time_limit,
             ignore_result=o.ignore_result,
+            headers=_check_headers(options["headers"]) if options.get("headers") else {},
         )
 
     def retry(self, countdown: float | None = None, exc: BaseException | None = None) -> NoReturn:
         """Ask for another attempt (from inside a bound task)."""
         raise Retry(countdown=countdown, exc=exc)
+
+
+def _check_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """Headers travel in the message's JSON envelope: a JSON object, checked here
+    so that a wrong value fails in the caller, not as a dead letter later."""
+    if not isinstance(headers, Mapping) or not all(isinstance(k, str) for k in headers):
+        raise TaskqError(f"headers must be a mapping with string keys, got {headers!r:.80}")
+    try:
+        json.dumps(dict(headers), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TaskqError(f"headers must hold JSON values only: {exc}") from None
+    return dict(headers)
 
 
 def _check_priority(priority: int) -> int:

@@ -13,7 +13,7 @@ import pytest
 
 from taskq import App
 from taskq.brokers.memory import MemoryBroker
-from taskq.errors import SerializationError
+from taskq.errors import SerializationError, TaskqError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "testing"
@@ -154,3 +154,25 @@ def test_the_testing_example_passes_and_the_docs_show_it_as_it_is() -> None:
     doc = (ROOT / "docs" / "testing.md").read_text()
     for name in ("tasks.py", "test_tasks.py"):
         assert (EXAMPLE / name).read_text() in doc, f"docs/testing.md does not show {name}"
+
+
+def traced(self: Any) -> dict[str, Any]:
+    if self.request.retries == 0:
+        self.retry(countdown=60)
+    return {"retries": self.request.retries, **self.request.headers}
+
+
+def test_headers_given_to_apply_async_reach_the_task_and_survive_a_retry(app: App) -> None:
+    task = declare(app, traced, bind=True)
+    result = task.apply_async(headers={"trace_id": "abc-123", "hops": [1, 2]})
+    assert app.join(run_scheduled=True) == 2
+    assert result.get(timeout=1) == {"retries": 1, "trace_id": "abc-123", "hops": [1, 2]}
+
+
+def test_headers_that_are_not_json_are_refused_in_the_caller(app: App) -> None:
+    task = declare(app, traced, bind=True)
+    with pytest.raises(TaskqError, match="headers must hold JSON values only"):
+        task.apply_async(headers={"when": object()})
+    with pytest.raises(TaskqError, match="string keys"):
+        task.apply_async(headers={1: "x"})
+    assert app.join() == 0  # nothing was sent
