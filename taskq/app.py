@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -66,7 +67,10 @@ class App:
     def broker(self) -> Broker:
         with self._lock:
             if self._broker is None:
-                self._broker = open_broker(self.settings)
+                settings = self.settings
+                if settings.eager:  # never the configured broker: a test's tasks stay here
+                    settings = settings.replace(broker=f"memory://eager-{id(self):x}")
+                self._broker = open_broker(settings)
             return self._broker
 
     @property
@@ -87,10 +91,28 @@ class App:
 
     def publish(self, message: Message, payload: bytes) -> None:
         self.broker.publish(message, encode(message, payload, self.key))
+        if self.settings.eager:
+            self._run_eagerly({message.queue})
 
     def publish_many(self, batch: Iterable[tuple[Message, bytes]]) -> int:
         key = self.key
-        return self.broker.publish_many((m, encode(m, p, key)) for m, p in batch)
+        return self.publish_sealed([(m, encode(m, p, key)) for m, p in batch])
+
+    def publish_sealed(self, batch: Sequence[tuple[Message, bytes]]) -> int:
+        """Publish messages already encoded with this app's key, as one batch."""
+        published = self.broker.publish_many(batch)
+        if self.settings.eager:
+            self._run_eagerly({m.queue for m, _ in batch})
+        return published
+
+    def _run_eagerly(self, queues: Iterable[str]) -> None:
+        """Eager mode: run what was just sent, here and now, through the worker's
+        own path (``join``): countdowns and retry backoffs are not waited for, a
+        failure is stored as the result (``.get()`` raises it), as in Celery."""
+        from .joining import join
+
+        for queue in sorted(queues):
+            join(self, queue, fail_fast=False, timeout=math.inf, run_scheduled=True)
 
     def enqueue_many(
         self, calls: Iterable[tuple[Task[Any, Any], Sequence[Any], dict[str, Any]]]

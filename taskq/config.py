@@ -91,6 +91,9 @@ class Settings:
     poll_interval: float = _key(
         1.0, "file broker: seconds between listings when filesystem events are unavailable"
     )
+    eager: bool = _key(
+        False, "tests: .delay() runs the task at once in the caller, on a private memory broker"
+    )
     reload: bool = _key(False, "reload worker code when task sources change (development)")
     reload_dirs: tuple[str, ...] = _key((), "more folders to watch besides the -A modules' trees")
     reload_include: tuple[str, ...] = _key(("*.py",), "file globs whose changes cause a reload")

@@ -159,7 +159,7 @@ class Task(Generic[P, R]):
             args = tuple(item) if isinstance(item, tuple | list) else (item,)
             message = stamp.message()
             batch.append((message, stamp.seal(message, dump_call(self.name, args, {}))))
-        app.broker.publish_many(batch)
+        app.publish_sealed(batch)
         return [app.AsyncResult(m.id) for m, _ in batch]
 
     def _declared(self, queue: str) -> str:
