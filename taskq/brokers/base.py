@@ -251,5 +251,22 @@ class Housekeeping(Protocol):
         is left. A broker with nothing to do yields no steps."""
 
 
-class Broker(Queues, Recovery, Inspection, ResultStore, Registry, KeyStore, Housekeeping, Protocol):
+class Chords(Protocol):
+    """The state of chords (``taskq.canvas.chord``): each member's result and who
+    completed the set, kept in the broker so that no worker's memory holds it."""
+
+    def chord_add(self, chord_id: str, index: int, total: int, data: bytes) -> bool:
+        """Keep ``data`` (a signed result record) as member ``index`` of ``total``;
+        the first data given for an index stays. True for exactly one member index:
+        the one whose add completed the set, atomically even when members finish
+        at once, and again each time that same index is added (a re-run of the
+        completing member must publish the callback its crash may have lost)."""
+
+    def chord_results(self, chord_id: str) -> list[bytes]:
+        """Every member's data, in index order (call once ``chord_add`` said True)."""
+
+
+class Broker(
+    Queues, Recovery, Inspection, ResultStore, Registry, KeyStore, Housekeeping, Chords, Protocol
+):
     """Everything taskq asks of a broker: each part above, in one object."""
