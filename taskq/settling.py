@@ -33,7 +33,7 @@ from .keys import Keyring
 from .message import Message, decode, encode
 from .policy import Ack, Dead, Decision, Outcome, RetryAt, settle
 from .results import FAILURE, RETRY, failure_record, success_record
-from .workflow import FollowUps, on_open
+from .workflow import FollowUps, first_copy, on_open
 
 log = logging.getLogger("taskq.worker")
 
@@ -102,7 +102,14 @@ class Settler:
         self, delivery: Delivery, message: Message, payload: bytes
     ) -> tuple[Message, bytes] | None:
         """A workflow message made ready to run (see ``workflow.on_open``); None
-        once a chord callback whose member failed is dead-lettered unrun."""
+        once a chord callback whose member failed is dead-lettered unrun, or a
+        second copy of a chord callback is dropped (``workflow.first_copy``)."""
+        if not first_copy(self.broker, message):
+            log.warning(
+                "Task %s[%s]: second copy of a chord callback dropped", message.task, message.id
+            )
+            self.broker.ack(delivery)
+            return None
         ready = on_open(message, payload)
         if not isinstance(ready, ChordFailed):
             return ready

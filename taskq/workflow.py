@@ -24,7 +24,7 @@ from .brokers.base import Broker
 from .canvas import Step, materialize
 from .errors import ChordFailed, MessageError
 from .keys import Keyring
-from .message import Message, dump_call, encode, load_value, unseal
+from .message import Message, dump_call, encode, load_value, new_id, unseal
 from .results import SUCCESS
 
 
@@ -58,12 +58,14 @@ class FollowUps:
     def _complete(self, chord: Mapping[str, Any]) -> None:
         """Send the callback of a chord whose every member has ended."""
         records = self.broker.chord_results(chord["id"])
+        # Marked as this chord's callback, copy <nonce>: see ``first_copy``.
+        mark = {"chord_of": chord["id"], "copy": new_id()}
         failed = _first_failure(records, self.key)
         if failed is not None:
-            self._send(chord["callback"], workflow={"chord_failed": failed})
+            self._send(chord["callback"], workflow={**mark, "chord_failed": failed})
             return
         values = [load_value(unseal(data, self.key)[1]) for data in records]
-        self._send(chord["callback"], prepend=values)
+        self._send(chord["callback"], prepend=values, workflow=mark)
 
     def _send(self, step: Step, **how: Any) -> None:
         message, payload = materialize(step, **how)
@@ -86,6 +88,20 @@ def _first_failure(records: list[bytes], key: Keyring) -> dict[str, Any] | None:
                 "error": error,
             }
     return None
+
+
+def first_copy(broker: Broker, message: Message) -> bool:
+    """Whether a chord callback is the copy to run. A completing member that dies
+    after sending the callback but before its ack runs again and sends a second
+    copy; the first copy a worker opens claims the chord's callback slot (the
+    broker keeps the first data given for a chord index), later copies are
+    dropped. The same copy delivered again (a retry, a killed worker) runs again."""
+    chord_id, copy = message.workflow.get("chord_of"), message.workflow.get("copy")
+    if not isinstance(chord_id, str) or not isinstance(copy, str):
+        return True
+    slot = f"{chord_id}.callback"
+    broker.chord_add(slot, 0, 1, copy.encode())
+    return broker.chord_results(slot) == [copy.encode()]
 
 
 def on_open(message: Message, payload: bytes) -> tuple[Message, bytes] | ChordFailed:

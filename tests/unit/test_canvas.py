@@ -255,3 +255,29 @@ def test_workflows_run_in_eager_mode(tmp_path: Path) -> None:
     assert chain(t.add.s(1, 2), t.mul.s(2)).delay().get(timeout=1) == 6
     assert chord([t.add.s(1, 1), t.add.s(2, 2)], t.total.s()).delay().get(timeout=1) == 6
     assert not (tmp_path / "never-created").exists()
+
+
+def test_a_second_copy_of_a_chord_callback_is_dropped_unrun(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The completing member's ack fails once after its callback went out: settling
+    again sends a second copy (at-least-once), which must not run the callback."""
+    t = Tasks(app)
+    broker = app.broker
+    real_ack, acks = broker.ack, []
+
+    def ack_failing_once_for_the_second_member(delivery: Any) -> None:
+        acks.append(delivery.name)
+        if len(acks) == 2:
+            raise OSError(28, "No space left on device")
+        real_ack(delivery)
+
+    monkeypatch.setattr(broker, "ack", ack_failing_once_for_the_second_member)
+    result = chord([t.add.s(1, 1), t.add.s(2, 2)], t.total.s()).apply_async()
+    run(app)
+
+    assert result.get(timeout=1) == 6
+    assert [values for name, values in CALLS if name == "total"] == [[2, 4]]
+    counts = broker.counts()["default"]
+    assert (counts.ready, counts.scheduled, counts.claimed, counts.dead) == (0, 0, 0, 0)
+    assert len(acks) == 5  # two members, the failed ack again, two callback copies
