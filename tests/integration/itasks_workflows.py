@@ -45,3 +45,11 @@ def fail(value: object, message: str) -> None:
 @task
 def record(value: object, path: str) -> None:
     note(path, repr(value))
+
+
+@task(max_retries=0)
+def fragile(path: str, value: int, seconds: float) -> int:
+    """A member with no retries: notes "start <value> <pid>", then sleeps."""
+    note(path, f"start {value} {os.getpid()}")
+    time.sleep(seconds)
+    return value

@@ -14,7 +14,7 @@ import pytest
 from helpers import wait_for
 from itasks import lines
 
-from taskq import chain, chord, group
+from taskq import ChordFailed, chain, chord, group
 from taskq.testing import WorkerProcess
 
 MODULES = "itasks,itasks_workflows"
@@ -105,3 +105,24 @@ def test_link_gets_the_result_and_link_error_the_failed_tasks_id(
     with pytest.raises(ValueError, match="no"):
         failed.get(timeout=5)
     assert sorted(lines(path)) == sorted(["5", repr(failed.id)])
+
+
+def test_a_chord_whose_member_is_killed_for_good_dead_letters_its_callback(
+    workers: WorkerProcess, tmp_path: Path
+) -> None:
+    """The supervisor settles the killed member (no retries left): the chord does
+    not wait forever, its callback goes to the dead letters naming the member."""
+    runs, callbacks = str(tmp_path / "runs"), str(tmp_path / "callbacks")
+    members = [w.member.s(runs, 0, 0), w.fragile.s(runs, 1, 60), w.member.s(runs, 2, 0)]
+    result = chord(members, w.tally.s(callbacks)).delay()
+
+    wait_for(lambda: [x for x in lines(runs) if x.startswith("start 1 ")], 30, "member 1 running")
+    pid = next(x for x in lines(runs) if x.startswith("start 1 ")).split()[2]
+    os.kill(int(pid), signal.SIGKILL)
+
+    with pytest.raises(ChordFailed, match=r"chord member 1 \(task itasks_workflows.fragile\["):
+        result.get(timeout=30)
+    assert lines(callbacks) == []
+    dead = {d.record["task"]: d.record for d in workers.broker.dead_letters()}
+    assert dead["itasks_workflows.tally"]["reason"] == "chord-failed"
+    assert dead["itasks_workflows.fragile"]["reason"] == "poison"
