@@ -3,6 +3,8 @@ chain, group, chord, links, and what each does when a task fails for good."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -281,3 +283,20 @@ def test_a_second_copy_of_a_chord_callback_is_dropped_unrun(
     counts = broker.counts()["default"]
     assert (counts.ready, counts.scheduled, counts.claimed, counts.dead) == (0, 0, 0, 0)
     assert len(acks) == 5  # two members, the failed ack again, two callback copies
+
+
+def test_the_documented_example_runs_and_is_the_one_the_docs_show() -> None:
+    root = Path(__file__).resolve().parents[2]
+    example = root / "examples" / "workflows" / "pipeline.py"
+    run = subprocess.run(
+        [sys.executable, example.name],
+        cwd=example.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.splitlines()[0] == "sum: 5"
+    assert run.stdout.splitlines()[1].startswith("failed task id: '")
+    assert run.stdout.splitlines()[-1] == "all workflows ran"
+    assert example.read_text() in (root / "docs" / "workflows.md").read_text()
