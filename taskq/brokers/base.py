@@ -14,7 +14,8 @@ States a message goes through::
 
 ``Broker`` is every part together: ``Queues`` (the states above), ``Recovery``
 (dead consumers), ``Inspection`` (what ``taskq`` commands read), ``ResultStore``,
-``Registry`` (live supervisors), ``KeyStore`` and ``Housekeeping``. Code that
+``Registry`` (live supervisors), ``KeyStore``, ``Housekeeping`` and ``Chords``
+(the state of ``canvas.chord``). Code that
 needs one part names that part. What only one implementation needs (the file
 broker's tmp/ litter, its recycled files) stays in that implementation.
 """

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import BrokerError
+from ..errors import BrokerError, UnsafeEntry
 from ..message import new_id, validate_task_id
 from .fs import read_file, read_signed, write_new
 from .trust import Trust, make_folder
@@ -62,10 +62,16 @@ class FileChords:
         return winner == str(index).encode()
 
     def chord_results(self, chord_id: str) -> list[bytes]:
-        folder = self._chord_dir(chord_id)
+        validate_task_id(chord_id)
+        if not os.path.lexists(self.root / "chords" / chord_id):
+            return []  # never added to, or expired: nothing to make
+        folder = self._chord_dir(chord_id)  # checked as every folder of the broker
         results = []
         for name in _members(folder):
-            data = read_signed(str(folder / name))
+            try:
+                data = read_signed(str(folder / name))
+            except UnsafeEntry:
+                data = b""  # not a file we wrote: read as a member whose result is unreadable
             if data is None:
                 raise BrokerError(f"chord {chord_id}: member file {name} vanished while read")
             results.append(data)

@@ -87,6 +87,8 @@ def test_a_chain_failing_in_the_middle_raises_its_error_and_stops(
 
     with pytest.raises(ValueError, match="middle broke"):
         result.get(timeout=30)
+    # The failure is stored (for every later step too) before the step is dead-lettered.
+    wait_for(workers.broker.dead_letters, 10, "the failed step's dead letter")
     dead = workers.broker.dead_letters()
     assert [d.record["task"] for d in dead] == ["itasks_workflows.fail"]
     assert lines(path) == []  # the last step never ran (nor was it sent)
@@ -123,6 +125,7 @@ def test_a_chord_whose_member_is_killed_for_good_dead_letters_its_callback(
     with pytest.raises(ChordFailed, match=r"chord member 1 \(task itasks_workflows.fragile\["):
         result.get(timeout=30)
     assert lines(callbacks) == []
+    wait_for(lambda: len(workers.broker.dead_letters()) == 2, 10, "two dead letters")
     dead = {d.record["task"]: d.record for d in workers.broker.dead_letters()}
     assert dead["itasks_workflows.tally"]["reason"] == "chord-failed"
     assert dead["itasks_workflows.fragile"]["reason"] == "poison"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -300,3 +301,32 @@ def test_the_documented_example_runs_and_is_the_one_the_docs_show() -> None:
     assert run.stdout.splitlines()[1].startswith("failed task id: '")
     assert run.stdout.splitlines()[-1] == "all workflows ran"
     assert example.read_text() in (root / "docs" / "workflows.md").read_text()
+
+
+def test_a_chord_member_file_replaced_by_a_link_fails_the_chord_unread(tmp_path: Path) -> None:
+    from taskq.brokers.file import FileBroker
+
+    broker = FileBroker(tmp_path / "b")
+    broker.chord_add("c1", 0, 2, b"TQ1 whatever")
+    member = tmp_path / "b" / "chords" / "c1" / "000000001"
+    member.symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere").write_bytes(b"not ours")
+
+    assert broker.chord_results("c1") == [b"TQ1 whatever", b""]
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_housekeeping_drops_chords_unchanged_since_results_expire(
+    kind: str, tmp_path: Path
+) -> None:
+    from taskq.brokers.file import FileBroker
+
+    broker: Any = MemoryBroker("chords") if kind == "memory" else FileBroker(tmp_path / "b")
+    broker.chord_add("old", 0, 2, b"TQ1 old")
+    time.sleep(0.05)
+    cutoff = time.time()
+    time.sleep(0.05)
+    broker.chord_add("new", 0, 2, b"TQ1 new")
+
+    assert sum(broker.housekeeping_steps(time.time(), cutoff)) == 1
+    assert (broker.chord_results("old"), broker.chord_results("new")) == ([], [b"TQ1 new"])
