@@ -330,3 +330,26 @@ def test_housekeeping_drops_chords_unchanged_since_results_expire(
 
     assert sum(broker.housekeeping_steps(time.time(), cutoff)) == 1
     assert (broker.chord_results("old"), broker.chord_results("new")) == ([], [b"TQ1 new"])
+
+
+def test_a_file_chord_past_the_file_systems_link_cap_counts_by_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    from taskq.brokers import file_chords
+    from taskq.brokers.file import FileBroker
+
+    real_link = os.link
+
+    def link(src: Any, dst: Any, **kw: Any) -> None:
+        if Path(dst).name.startswith("n"):  # the count file's links
+            raise OSError(errno.EMLINK, "Too many links")
+        real_link(src, dst, **kw)
+
+    monkeypatch.setattr(file_chords.os, "link", link)
+    broker = FileBroker(tmp_path / "b")
+    assert [broker.chord_add("c", i, 3, b"TQ1 %d" % i) for i in (2, 0, 1)] == [False, False, True]
+    assert broker.chord_add("c", 1, 3, b"TQ1 again") is True
+    assert broker.chord_results("c") == [b"TQ1 0", b"TQ1 1", b"TQ1 2"]
