@@ -287,3 +287,60 @@ def key_prune(ctx: click.Context) -> None:
     settings = _settings(ctx)
     dropped = keys.prune(settings, open_broker(settings))
     click.echo(f"dropped {dropped} previous key(s)" if dropped else "no previous key to drop")
+
+
+# -- backup, restore and migration (taskq export / import / migrate) ------------------
+
+
+@main.command("export")
+@_broker_options
+@click.argument("file")
+@click.option("--queue", "-Q", "queues", multiple=True, help="Only this queue (repeatable).")
+@click.pass_context
+@_errors_as_one_line
+def export_command(ctx: click.Context, file: str, queues: tuple[str, ...]) -> None:
+    """Write every ready, scheduled, claimed and dead message to FILE (- for stdout)
+    as JSON Lines, each line signed with the broker's key."""
+    from . import transfer
+
+    out = sys.stdout if file == "-" else None
+    summary = transfer.export_to(_settings(ctx), file, queues or None, out)
+    click.echo(summary.describe("exported"), err=file == "-")
+
+
+@main.command("import")
+@_broker_options
+@click.argument("file")
+@click.option(
+    "--keys-from",
+    metavar="BROKER",
+    help="Verify the lines with the key kept in this broker (the one exported from).",
+)
+@click.pass_context
+@_errors_as_one_line
+def import_command(ctx: click.Context, file: str, keys_from: str | None) -> None:
+    """Put the messages of an export (FILE, or - for stdin) into the broker.
+
+    Every line is verified first; one that does not is named and nothing is imported.
+    Ids the broker holds already are skipped: importing twice adds nothing."""
+    from . import transfer
+
+    stdin = sys.stdin if file == "-" else None
+    summary = transfer.import_from(_settings(ctx), file, keys_from, stdin)
+    click.echo(summary.describe("imported"))
+
+
+@main.command("migrate")
+@_broker_options
+@click.option("--to", "url", required=True, help="The destination broker (folder or URL).")
+@click.pass_context
+@_errors_as_one_line
+def migrate_command(ctx: click.Context, url: str) -> None:
+    """Move every message of the broker (--broker) into the broker --to.
+
+    A message leaves the source once the destination holds it: run it again after
+    an interruption to finish, with no duplicates. Stop the source's workers first."""
+    from . import transfer
+
+    summary = transfer.migrate_to(_settings(ctx), url)
+    click.echo(summary.describe("moved"))
