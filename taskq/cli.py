@@ -19,6 +19,7 @@ from .brokers import display_url, local_directory, open_broker
 from .config import Settings, config_file_path, load_settings
 from .errors import TaskqError
 from .logs import setup_logging
+from .progress import progress
 from .results import FAILURE
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -208,7 +209,10 @@ def dead_retry(ctx: click.Context, message_id: str | None, retry_all: bool) -> N
     """Send a dead message (or all) back to ready/ with its attempts reset."""
     if bool(message_id) == retry_all:
         raise TaskqError("give one message id, or --all")
-    count, skipped = admin.retry_dead(_settings(ctx), None if retry_all else message_id)
+    settings = _settings(ctx)
+    total = len(admin.dead_letters(settings)) if retry_all else 1
+    with progress("dead retry", total) as tick:
+        count, skipped = admin.retry_dead(settings, None if retry_all else message_id, tick)
     click.echo(f"requeued {count} message(s)")
     for reason in skipped:
         click.echo(f"taskq: skipped: {reason}", err=True)
@@ -239,7 +243,11 @@ def purge(ctx: click.Context, queue: str, yes: bool) -> None:
     """Delete every ready and scheduled message of QUEUE."""
     if not yes:
         raise TaskqError(f"this deletes every waiting message of {queue!r}: add --yes to confirm")
-    click.echo(f"deleted {admin.purge_queue(_settings(ctx), queue)} message(s) from {queue}")
+    settings = _settings(ctx)
+    with progress("purge", None) as tick:
+        deleted = admin.purge_queue(settings, queue)
+        tick(deleted)
+    click.echo(f"deleted {deleted} message(s) from {queue}")
 
 
 @main.command()
