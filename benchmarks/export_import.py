@@ -1,0 +1,112 @@
+"""Export and import of a deep queue: messages per second and peak memory.
+
+    python -m benchmarks.export_import [--sizes 10000,100000] [--no-redis]
+
+Fills a broker with N ready messages (a plain call each), then times
+``taskq export FILE`` and ``taskq import FILE`` (into an empty broker of the
+same key) as separate processes, and reads each process's RSS high-water mark
+(``wait4``'s ru_maxrss). Flat memory shows as the same peak at 10k and 100k.
+Runs on the file broker, and on Redis (127.0.0.1:6379, skipped if it does not
+answer) under a prefix of its own, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from taskq.app import App
+from taskq.message import Message, dump_call, new_id
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+def fill(app: App, count: int) -> None:
+    now = time.time()
+    payload = dump_call("bench.add", (1, 2), {})
+    batch = (
+        (Message(id=new_id(), task="bench.add", created=now + i * 1e-6), payload)
+        for i in range(count)
+    )
+    app.publish_many(batch)
+
+
+def timed(*args: str, cwd: Path) -> tuple[float, float]:
+    """Run ``python -m taskq ARGS``; its wall time (s) and peak RSS (MB)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_")}
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskq", *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"taskq {' '.join(args)} failed")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def run(kind: str, source: str, destination: str, count: int, work: Path) -> str:
+    fill(App(broker=source), count)
+    backup = work / f"{kind}-{count}.jsonl"
+    export_s, export_mb = timed("--broker", source, "export", str(backup), cwd=work)
+    import_s, import_mb = timed(
+        "--broker", destination, "import", str(backup), "--keys-from", source, cwd=work
+    )
+    return (
+        f"| {kind} | {count:,} | {count / export_s:,.0f} | {export_mb:.0f} "
+        f"| {count / import_s:,.0f} | {import_mb:.0f} |"
+    )
+
+
+def redis_answers() -> bool:
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS, socket_connect_timeout=1).ping()
+    except Exception:
+        return False
+    return True
+
+
+def drop_redis(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start : start + 500])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--no-redis", action="store_true")
+    options = parser.parse_args()
+    sizes = [int(s) for s in options.sizes.split(",")]
+    print("| broker | messages | export msgs/s | export peak RSS MB | import msgs/s | import MB |")
+    print("|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="taskq-bench-export-") as tmp:
+        work = Path(tmp)
+        for count in sizes:
+            source, destination = work / f"src-{count}", work / f"dst-{count}"
+            App(broker=str(destination)).broker.keys()
+            print(run("file", str(source), str(destination), count, work), flush=True)
+        if options.no_redis or not redis_answers():
+            return
+        for count in sizes:
+            tag = f"taskq-bench-export-{os.getpid()}-{count}"
+            source, destination = f"{REDIS}?prefix={tag}-a:", f"{REDIS}?prefix={tag}-b:"
+            try:
+                App(broker=destination).broker.keys()
+                print(run("redis", source, destination, count, work), flush=True)
+            finally:
+                drop_redis(tag)
+
+
+if __name__ == "__main__":
+    main()
