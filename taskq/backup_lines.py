@@ -153,9 +153,22 @@ def _as_json(payload: bytes) -> tuple[Any, Any]:
         return None, None
     try:
         args, kwargs = _PlainOnly(io.BytesIO(payload[1:])).load()
-        shown = json.loads(json.dumps([list(args), kwargs]))
     except Exception:
         return None, None
-    if shown != [list(args), kwargs]:  # a tuple inside, a non-string key: not the same
+    if not (type(args) is tuple and all(map(_plain, args)) and _plain(kwargs)):
         return None, None
-    return shown[0], shown[1]
+    return list(args), kwargs
+
+
+def _plain(value: Any) -> bool:
+    """Whether JSON gives ``value`` back as it is (no tuple, NaN or non-string key)."""
+    kind = type(value)
+    if kind in (str, int, bool) or value is None:
+        return True
+    if kind is float:
+        return value == value and value not in (float("inf"), float("-inf"))
+    if kind is list:
+        return all(map(_plain, value))
+    if kind is dict:
+        return all(type(k) is str and _plain(v) for k, v in value.items())
+    return False

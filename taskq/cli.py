@@ -210,7 +210,7 @@ def dead_retry(ctx: click.Context, message_id: str | None, retry_all: bool) -> N
     if bool(message_id) == retry_all:
         raise TaskqError("give one message id, or --all")
     settings = _settings(ctx)
-    total = len(admin.dead_letters(settings)) if retry_all else 1
+    total = (lambda: len(admin.dead_letters(settings))) if retry_all else 1
     with progress("dead retry", total) as tick:
         count, skipped = admin.retry_dead(settings, None if retry_all else message_id, tick)
     click.echo(f"requeued {count} message(s)")

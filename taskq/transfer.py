@@ -299,13 +299,14 @@ def export_to(
 
     app = App.from_settings(settings)
     broker, key = app.broker, app.key
-    counts = broker.counts()
-    names = sorted(counts) if not queues else sorted(queues)
-    missing = [q for q in names if q not in counts]
-    if missing:
-        raise TaskqError(f"no queue named {', '.join(missing)} on broker {settings.broker}")
-    total = sum(c.ready + c.scheduled + c.claimed + c.dead for q, c in counts.items() if q in names)
-    with progress("export", total) as tick:
+    names = None
+    if queues:  # a name given must be a queue of the broker: a typo is not an empty backup
+        known = broker.counts()
+        missing = [q for q in queues if q not in known]
+        if missing:
+            raise TaskqError(f"no queue named {', '.join(missing)} on broker {settings.broker}")
+        names = sorted(queues)
+    with progress("export", lambda: _depth(broker, names)) as tick:
         if out is not None:
             return export(broker, key, out, names, tick)
         partial = f"{path}.partial"
@@ -357,6 +358,16 @@ def import_from(
             )
 
 
+def _depth(broker: Broker, queues: Collection[str] | None) -> int:
+    """How many messages ``queues`` (all if None) hold: the length of a progress bar."""
+    counts = broker.counts()
+    return sum(
+        c.ready + c.scheduled + c.claimed + c.dead
+        for q, c in counts.items()
+        if queues is None or q in queues
+    )
+
+
 def _keys_of(settings: Settings) -> Keyring:
     """The keys kept in the broker of ``settings`` (``--keys-from``), which must exist:
     opening a missing folder would make a new, empty broker with a key of its own."""
@@ -382,6 +393,5 @@ def migrate_to(settings: Settings, url: str) -> Summary:
     if local_directory(target) is not None:
         target = target.replace(durable=True)
     destination = App.from_settings(target)
-    total = sum(c.ready + c.scheduled + c.claimed + c.dead for c in source.broker.counts().values())
-    with progress("migrate", total) as tick:
+    with progress("migrate", lambda: _depth(source.broker, None)) as tick:
         return migrate(source.broker, source.key, destination.broker, destination.key, tick)
