@@ -309,7 +309,7 @@ def key_prune(ctx: click.Context) -> None:
 def export_command(ctx: click.Context, file: str, queues: tuple[str, ...]) -> None:
     """Write every ready, scheduled, claimed and dead message to FILE (- for stdout)
     as JSON Lines, each line signed with the broker's key."""
-    from . import transfer
+    from . import transfer_commands as transfer
 
     out = sys.stdout if file == "-" else None
     summary = transfer.export_to(_settings(ctx), file, queues or None, out)
@@ -331,7 +331,7 @@ def import_command(ctx: click.Context, file: str, keys_from: str | None) -> None
 
     Every line is verified first; one that does not is named and nothing is imported.
     Ids the broker holds already are skipped: importing twice adds nothing."""
-    from . import transfer
+    from . import transfer_commands as transfer
 
     stdin = sys.stdin if file == "-" else None
     summary = transfer.import_from(_settings(ctx), file, keys_from, stdin)
@@ -348,7 +348,7 @@ def migrate_command(ctx: click.Context, url: str) -> None:
 
     A message leaves the source once the destination holds it: run it again after
     an interruption to finish, with no duplicates. Stop the source's workers first."""
-    from . import transfer
+    from . import transfer_commands as transfer
 
     summary = transfer.migrate_to(_settings(ctx), url)
     click.echo(summary.describe("moved"))
