@@ -3,9 +3,11 @@
 A line holds what a person reads (``id``, ``type``, ``payload.args`` and
 ``payload.kwargs`` when they are plain JSON, ``headers``) and what a restore
 needs exactly (``payload.data``: the pickled call, base64; ``envelope``: the
-rest of the message's fields). ``sig`` is an HMAC-SHA256, with the exporting
-broker's signing key, over the line's canonical JSON without ``sig``: a line
-changed by hand no longer verifies, so its pickled bytes are never enqueued.
+rest of the message's fields). ``sig``, the line's last field, is an HMAC-SHA256
+with the exporting broker's signing key over the exact text of the line
+without it: a line changed by hand (even its spacing) no longer verifies, and
+it is checked before the line is parsed, so its pickled bytes are never
+enqueued.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from .errors import MessageError
 from .keys import Keyring
 from .message import Message, envelope_from
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+_SIG = ',"sig":"'
 _PLAIN = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=str)
 # Envelope fields a line shows under ``headers`` (by the names users know).
 _HEADERS = {"created": "timestamp", "priority": "priority", "eta": "eta", "expires": "expires"}
@@ -60,34 +62,40 @@ def to_line(
         "headers": headers,
         "envelope": _envelope(message),
     }
-    fields["sig"] = _mac(key.signing_key(), fields).hex()
-    return _PLAIN.encode(fields)
+    text = _PLAIN.encode(fields)
+    mac = hmac.digest(key.signing_key(), text.encode(), hashlib.sha256)
+    return f'{text[:-1]}{_SIG}{mac.hex()}"}}'
 
 
 def from_line(text: str, key: Keyring) -> Line:
-    """Verify a line (before anything in it is used), then rebuild its message.
+    """Verify a line (before anything in it is parsed), then rebuild its message.
 
-    Raises ``MessageError`` saying what is wrong: not JSON, no or a wrong
-    signature, a field of the wrong type.
+    Raises ``MessageError`` saying what is wrong: no or a wrong signature, not
+    JSON, a field of the wrong type.
     """
+    text = text.rstrip("\r\n")
+    head, found, tail = text.rpartition(_SIG)
+    if not found or not tail.endswith('"}'):
+        raise MessageError(
+            'no signature ("sig" as the last field, as taskq export writes it): not an '
+            "export line, or one re-formatted"
+        )
     try:
-        fields = json.loads(text)
-    except ValueError as exc:
-        raise MessageError(f"not JSON: {exc}") from None
-    if not isinstance(fields, dict):
-        raise MessageError("not a JSON object")
-    sig = fields.pop("sig", None)
-    if not isinstance(sig, str):
-        raise MessageError("no signature (sig): not a taskq export line")
-    try:
-        mac = bytes.fromhex(sig)
+        mac = bytes.fromhex(tail[:-2])
     except ValueError:
         raise MessageError("the signature (sig) is not hex") from None
-    if not _verifies(mac, fields, key):
+    body = (head + "}").encode()
+    if not _verifies(mac, body, key):
         raise MessageError(
             "signature does not match: the line was changed after export, or it was "
             "exported from a broker with another key (give it with --keys-from)"
         )
+    try:
+        fields = json.loads(body)
+    except ValueError as exc:
+        raise MessageError(f"not JSON: {exc}") from None
+    if not isinstance(fields, dict):
+        raise MessageError("not a JSON object")
     return _rebuild(fields)
 
 
@@ -129,12 +137,7 @@ def _envelope(message: Message) -> dict[str, Any]:
     return out
 
 
-def _mac(key: bytes, fields: Mapping[str, Any]) -> bytes:
-    return hmac.digest(key, _CANONICAL.encode(fields).encode(), hashlib.sha256)
-
-
-def _verifies(mac: bytes, fields: Mapping[str, Any], key: Keyring) -> bool:
-    body = _CANONICAL.encode(fields).encode()
+def _verifies(mac: bytes, body: bytes, key: Keyring) -> bool:
     current = hmac.digest(key.current, body, hashlib.sha256)
     return hmac.compare_digest(mac, current) or key.verify_other(mac, body)
 

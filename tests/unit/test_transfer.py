@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 import sys
@@ -71,17 +73,20 @@ def test_arguments_that_are_not_plain_json_show_as_null_and_load_no_code() -> No
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        (lambda d: d["headers"].update(retries=9), "signature does not match"),
-        (lambda d: d.pop("sig"), "no signature"),
-        (lambda d: d.update(sig="zz"), "not hex"),
+        (lambda t: t.replace('"retries":0', '"retries":9'), "signature does not match"),
+        (lambda t: t.replace('"args":[1]', '"args":[2]'), "signature does not match"),
+        (lambda t: t.rpartition(',"sig":')[0] + "}", "no signature"),
+        (lambda t: json.dumps(json.loads(t)), "re-formatted"),
+        (lambda t: t[:-66] + "zz" * 32 + '"}', "not hex"),
     ],
 )
 def test_a_changed_line_is_refused_saying_why(change: object, reason: str) -> None:
-    fields = json.loads(to_line(Message(id="m", task="t", created=1.0), b"p", "ready", None, KEY))
-    change(fields)  # type: ignore[operator]
+    message = Message(id="m", task="t", created=1.0)
+    text = to_line(message, dump_call("t", (1,), {}), "ready", None, KEY)
+    assert from_line(text, KEY).message == message
 
     with pytest.raises(MessageError, match=reason):
-        from_line(json.dumps(fields), KEY)
+        from_line(change(text), KEY)  # type: ignore[operator]
 
 
 def test_a_line_signed_with_another_key_is_refused() -> None:
@@ -145,9 +150,16 @@ def test_a_bad_line_anywhere_names_its_number_and_imports_nothing() -> None:
     assert list(target.message_ids()) == []
 
 
-def test_not_json_is_refused_with_its_line_number() -> None:
-    with pytest.raises(TaskqError, match=r"<stdin>, line 1: not JSON"):
+def test_a_line_that_is_no_export_line_is_refused_with_its_line_number() -> None:
+    with pytest.raises(TaskqError, match=r"<stdin>, line 1: no signature"):
         transfer.import_(MemoryBroker("dst4"), KEY, io.StringIO("{nope\n"))
+
+
+def test_a_signed_line_that_is_not_json_is_refused() -> None:
+    mac = hmac.digest(KEY.current, b"{nope}", hashlib.sha256).hex()
+
+    with pytest.raises(MessageError, match="not JSON"):
+        from_line('{nope,"sig":"' + mac + '"}', KEY)
 
 
 def test_export_leaves_out_dead_letters_its_key_does_not_verify() -> None:
