@@ -334,7 +334,8 @@ def import_command(ctx: click.Context, file: str, keys_from: str | None) -> None
     from . import transfer_commands as transfer
 
     stdin = sys.stdin if file == "-" else None
-    summary = transfer.import_from(_settings(ctx), file, keys_from, stdin)
+    # A restore may go into a broker not made yet (a new machine): import may make it.
+    summary = transfer.import_from(_settings(ctx, create=True), file, keys_from, stdin)
     click.echo(summary.describe("imported"))
 
 

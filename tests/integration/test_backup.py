@@ -163,3 +163,19 @@ def test_migrate_moves_a_folder_broker_to_redis_and_a_rerun_adds_nothing(
     assert list(taskq_app.broker.message_ids()) == []
     counts = destination.broker.counts()["default"]
     assert (counts.ready, counts.scheduled, counts.dead) == (4, 1, 1)
+
+
+def test_import_into_a_folder_not_made_yet_makes_the_broker(
+    broker_dir: Path, tmp_path: Path, taskq_app: App
+) -> None:
+    sent = itasks.add.delay(1, 1)
+    backup = tmp_path / "backup.jsonl"
+    run("export", str(backup), broker=str(broker_dir), cwd=tmp_path)
+    fresh = tmp_path / "new-machine"
+
+    out = run(
+        "import", str(backup), "--keys-from", str(broker_dir), broker=str(fresh), cwd=tmp_path
+    )
+
+    assert "imported 1 message(s)" in out
+    assert App(broker=str(fresh)).broker.find(sent.id) == "ready"
