@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import TaskqError
-from .message import Message, dump_call, envelope, load_value, new_id
+from .message import Message, dump_call, envelope, envelope_from, load_value, new_id
 from .results import AsyncResult
 
 if TYPE_CHECKING:
@@ -323,7 +323,7 @@ def materialize(
     if prepend is not _NOTHING and not step.get("immutable"):
         args, kwargs = load_value(payload)
         payload = dump_call(header["task"], (prepend, *args), kwargs)
-    return Message(**header), payload
+    return envelope_from(header), payload
 
 
 def publish_first(app: App, step: Step) -> AsyncResult[Any]:

@@ -32,6 +32,7 @@ from .base import Delivery
 from .consumer import FileConsumer, read_claimed
 from .file_admin import FileAdmin
 from .file_stores import STATES
+from .file_transfer import FileTransfer
 from .fs import (
     fsync_dir,
     link_new,
@@ -51,7 +52,7 @@ _LOCK = ".lock"
 _BATCH = 1000  # messages a durable publish_many makes durable with one flush
 
 
-class FileBroker(FileAdmin):
+class FileBroker(FileAdmin, FileTransfer):
     """A broker that is a directory. Safe for many processes on one host."""
 
     def __init__(
