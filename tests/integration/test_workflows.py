@@ -129,3 +129,39 @@ def test_a_chord_whose_member_is_killed_for_good_dead_letters_its_callback(
     dead = {d.record["task"]: d.record for d in workers.broker.dead_letters()}
     assert dead["itasks_workflows.tally"]["reason"] == "chord-failed"
     assert dead["itasks_workflows.fragile"]["reason"] == "poison"
+
+
+def test_a_child_dying_between_sending_the_callback_and_its_ack_runs_it_once(
+    worker: Callable[..., WorkerProcess],
+    start_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """The completing member's child dies right after its follow-ups went out
+    (crash point ``result.stored``), again on each re-run: each run sends
+    another copy of the callback. A clean worker then serves the callback's
+    queue: the callback runs once, the other copies are dropped unrun."""
+    runs, callbacks = str(tmp_path / "runs"), str(tmp_path / "callbacks")
+    crashing = worker(
+        MODULES,
+        "-Q",
+        "default",
+        concurrency=1,
+        cwd=Path(__file__).parent,
+        env={"TASKQ_CRASH_AT": "result.stored"},
+    )
+    body = w.tally.s(callbacks).set(queue="callbacks")
+    result = chord([w.member.s(runs, 7, 0)], body).delay()
+
+    def copies() -> int:
+        counts = crashing.broker.counts().get("callbacks")
+        return counts.ready if counts is not None else 0
+
+    wait_for(lambda: copies() >= 2, 30, "two copies of the callback (two crashed runs)")
+    crashing.kill()
+    assert lines(callbacks) == []  # nobody served the callbacks' queue yet
+
+    clean = start_worker("-Q", "default,callbacks", modules=MODULES, concurrency=2)
+    assert result.get(timeout=30) == 7
+    wait_for(lambda: copies() == 0, 30, "every copy of the callback settled")
+    assert lines(callbacks) == ["callback 7 1"]
+    assert "second copy of a chord callback dropped" in clean.log()
