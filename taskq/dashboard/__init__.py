@@ -1,0 +1,101 @@
+"""``taskq dashboard``: a web page of queues, workers and dead letters.
+
+``panels`` reads the broker (through its contract, so any broker works),
+``server`` serves the page and its JSON and guards the actions, ``static/``
+holds the page itself (no CDN: it works offline).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import secrets
+import signal
+import threading
+from types import FrameType
+
+from ..config import Settings
+from ..errors import TaskqError
+from .panels import Panels
+from .server import PooledHTTPServer
+
+__all__ = ["Dashboard"]
+
+
+class Dashboard:
+    """The server, its depth sampler and its token; ``start`` in threads or ``run``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        host: str = "127.0.0.1",
+        port: int = 5555,
+        interval: float = 2.0,
+        history: int = 300,
+    ) -> None:
+        self.host = host
+        self.token = secrets.token_urlsafe(24)
+        self.panels = Panels(settings, interval, history)
+        try:
+            self.server = PooledHTTPServer((host, port))
+        except OSError as exc:
+            raise TaskqError(
+                f"the dashboard cannot listen on {host}:{port}: {exc.strerror or exc}; "
+                "give another --port or --host"
+            ) from None
+        self.server.panels = self.panels
+        self.server.token = self.token
+        self.port = int(self.server.server_address[1])
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def url(self) -> str:
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://[{host}]:{self.port}/" if ":" in host else f"http://{host}:{self.port}/"
+
+    @property
+    def local_only(self) -> bool:
+        """Whether only this machine can connect (a loopback address or localhost)."""
+        if self.host == "localhost":
+            return True
+        with contextlib.suppress(ValueError):
+            return ipaddress.ip_address(self.host).is_loopback
+        return False
+
+    def start(self) -> Dashboard:
+        """Sample and serve in background threads (tests, embedding); ``close`` stops them."""
+        for target in (lambda: self.panels.history.run(self._stop), self.server.serve_forever):
+            thread = threading.Thread(target=target, name="taskq-dashboard", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def run(self) -> None:
+        """Serve in this thread until SIGINT or SIGTERM, then stop cleanly."""
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)
+        sampler = threading.Thread(
+            target=self.panels.history.run, args=(self._stop,), name="taskq-dashboard", daemon=True
+        )
+        sampler.start()
+        self._threads.append(sampler)
+        try:
+            self.server.serve_forever(poll_interval=0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self._stop.set()
+            self.server.server_close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=10)
