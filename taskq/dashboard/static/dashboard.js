@@ -65,6 +65,12 @@ async function act(path, what) {
   refresh();
 }
 
+// "2026-12-04T15:28:40.419+00:00" -> "2026-12-04 15:28:40 UTC"; other text as it is.
+function when(iso) {
+  const match = /^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)[.\d]*\+00:00$/.exec(iso);
+  return el("td", { class: "when", title: iso }, match ? `${match[1]} ${match[2]} UTC` : iso);
+}
+
 function fillTable(id, rows) {
   const body = document.querySelector(`#${id} tbody`);
   body.replaceChildren(...rows);
@@ -139,7 +145,7 @@ async function refreshWorkers() {
 async function refreshFailures() {
   const data = await getJSON("/api/failures");
   const rows = data.failures.map((f) =>
-    el("tr", { "data-id": f.id }, el("td", {}, f.died_at), el("td", {}, f.task),
+    el("tr", { "data-id": f.id }, when(f.died_at), el("td", {}, f.task),
       el("td", {}, f.queue), el("td", {}, f.reason), el("td", { class: "error" }, f.error)));
   if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 5, class: "muted" }, "no failures")));
   fillTable("failures", rows);
@@ -163,9 +169,10 @@ function deadRow(d) {
     return b;
   };
   return el("tr", { "data-id": d.id },
-    el("td", {}, d.id), el("td", {}, d.queue), el("td", {}, d.task), el("td", {}, d.reason),
-    el("td", {}, d.died_at), el("td", { class: "error" }, d.error),
-    el("td", {},
+    el("td", { class: "id", title: d.id }, d.id.slice(0, 12)), el("td", {}, d.queue),
+    el("td", {}, d.task), el("td", {}, d.reason), when(d.died_at),
+    el("td", { class: "error" }, d.error),
+    el("td", { class: "actions" },
       button("show", () => show(d.id)),
       button("retry", () => act(`${path}/retry`, `retry ${d.id}`)),
       button("purge", () => confirm(`Delete dead message ${d.id} for good?`)
