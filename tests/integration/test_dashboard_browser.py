@@ -114,6 +114,7 @@ def dashboard(broker_dir: Path, tmp_path: Path) -> Iterator[Callable[[], Dashboa
     yield start
     for board in started:
         board.stop()
+        print(f"dashboard log:\n{board.log()}")  # shown when the test failed
 
 
 def test_a_dead_letter_shows_on_the_page_and_retry_there_runs_the_task_once_given_the_token(

@@ -144,6 +144,7 @@ async function refreshWorkers() {
 
 async function refreshFailures() {
   const data = await getJSON("/api/failures");
+  if (!changed("failures", data)) return;
   const rows = data.failures.map((f) =>
     el("tr", { "data-id": f.id }, when(f.died_at), el("td", {}, f.task),
       el("td", {}, f.queue), el("td", {}, f.reason), el("td", { class: "error" }, f.error)));
@@ -179,8 +180,19 @@ function deadRow(d) {
         && act(`${path}/purge`, `purge ${d.id}`), "danger")));
 }
 
+// Rows are redrawn only when they change: a button replaced between a press and its
+// release would swallow the click.
+const drawn = {};
+function changed(panel, data) {
+  const key = JSON.stringify(data);
+  if (drawn[panel] === key) return false;
+  drawn[panel] = key;
+  return true;
+}
+
 async function refreshDead() {
   const data = await getJSON("/api/dead");
+  if (!changed("dead", data)) return;
   const shown = data.dead.length < data.total ? ` (newest ${data.dead.length} shown)` : "";
   document.getElementById("dead-total").textContent = `${data.total}${shown}`;
   const rows = data.dead.map(deadRow);
@@ -189,7 +201,16 @@ async function refreshDead() {
 }
 
 let timer = null;
-async function refresh() {
+let polls = Promise.resolve();
+
+// One poll at a time: a poll that started before an action never draws over the
+// state after it.
+function refresh() {
+  polls = polls.then(poll, poll);
+  return polls;
+}
+
+async function poll() {
   clearTimeout(timer);
   const results = await Promise.allSettled(
     [refreshQueues(), refreshWorkers(), refreshFailures(), refreshDead()]);
