@@ -8,6 +8,7 @@ holds the page itself (no CDN: it works offline).
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import secrets
 import signal
@@ -67,7 +68,9 @@ class Dashboard:
 
     def start(self) -> Dashboard:
         """Sample and serve in background threads (tests, embedding); ``close`` stops them."""
-        for target in (lambda: self.panels.history.run(self._stop), self.server.serve_forever):
+        sample = functools.partial(self.panels.history.run, self._stop)
+        serve = functools.partial(self.server.serve_forever, poll_interval=0.1)
+        for target in (sample, serve):
             thread = threading.Thread(target=target, name="taskq-dashboard", daemon=True)
             thread.start()
             self._threads.append(thread)

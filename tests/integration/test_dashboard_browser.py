@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -188,3 +189,34 @@ def test_the_printed_link_gives_the_page_its_token_out_of_the_address_bar_and_si
     assert "token" not in page.url
     assert board.stop() == 0
     assert "Traceback" not in board.log()
+
+
+def test_the_command_on_a_missing_broker_or_a_busy_port_fails_in_one_line(
+    tmp_path: Path, taskq_app: App, broker_dir: Path
+) -> None:
+    taskq_app.broker.counts()  # the broker folder exists
+    taskq = [sys.executable, "-m", "taskq", "--broker"]
+    missing = subprocess.run(
+        [*taskq, str(tmp_path / "nosuch"), "dashboard"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = subprocess.run(
+            [*taskq, str(broker_dir), "dashboard", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    assert missing.returncode == busy.returncode == 1
+    assert missing.stderr.startswith("taskq: error: no broker at ")
+    assert busy.stderr == (
+        f"taskq: error: the dashboard cannot listen on 127.0.0.1:{port}: Address already in "
+        "use; give another --port or --host\n"
+    )
+    assert not (tmp_path / "nosuch").exists()

@@ -111,7 +111,7 @@ function drawChart(history) {
 }
 
 async function refreshQueues() {
-  const data = await getJSON("/api/queues");
+  const data = await getJSON("api/queues");
   pollMs = Math.max(500, data.interval * 1000);
   document.getElementById("broker").textContent = data.broker;
   const rows = Object.entries(data.queues).map(([queue, c]) =>
@@ -133,7 +133,7 @@ function childLine(child, now) {
 }
 
 async function refreshWorkers() {
-  const data = await getJSON("/api/workers");
+  const data = await getJSON("api/workers");
   const blocks = data.workers.map((w) =>
     el("div", { class: "worker", "data-worker": w.name },
       el("h3", {}, `${w.name} (pid ${w.pid} on ${w.host}) queues ${w.queues.join(", ")}`),
@@ -143,7 +143,7 @@ async function refreshWorkers() {
 }
 
 async function refreshFailures() {
-  const data = await getJSON("/api/failures");
+  const data = await getJSON("api/failures");
   if (!changed("failures", data)) return;
   const rows = data.failures.map((f) =>
     el("tr", { "data-id": f.id }, when(f.died_at), el("td", {}, f.task),
@@ -155,7 +155,7 @@ async function refreshFailures() {
 async function show(id) {
   const box = document.getElementById("dead-record");
   try {
-    box.textContent = (await getJSON(`/api/dead/${encodeURIComponent(id)}`)).text;
+    box.textContent = (await getJSON(`api/dead/${encodeURIComponent(id)}`)).text;
     box.hidden = false;
   } catch (error) {
     say(`show ${id}: ${error.message}`, true);
@@ -163,7 +163,7 @@ async function show(id) {
 }
 
 function deadRow(d) {
-  const path = `/api/dead/${encodeURIComponent(d.id)}`;
+  const path = `api/dead/${encodeURIComponent(d.id)}`;
   const button = (label, onClick, cls) => {
     const b = el("button", { type: "button", class: cls || "" }, label);
     b.addEventListener("click", onClick);
@@ -191,7 +191,7 @@ function changed(panel, data) {
 }
 
 async function refreshDead() {
-  const data = await getJSON("/api/dead");
+  const data = await getJSON("api/dead");
   if (!changed("dead", data)) return;
   const shown = data.dead.length < data.total ? ` (newest ${data.dead.length} shown)` : "";
   document.getElementById("dead-total").textContent = `${data.total}${shown}`;
@@ -224,8 +224,8 @@ async function poll() {
 document.addEventListener("DOMContentLoaded", () => {
   takeToken();
   document.getElementById("retry-all").addEventListener("click", () =>
-    act("/api/dead/retry", "retry all"));
+    act("api/dead/retry", "retry all"));
   document.getElementById("purge-all").addEventListener("click", () =>
-    confirm("Delete every dead message for good?") && act("/api/dead/purge", "purge all"));
+    confirm("Delete every dead message for good?") && act("api/dead/purge", "purge all"));
   refresh();
 });
