@@ -311,15 +311,24 @@ def key_prune(ctx: click.Context) -> None:
     type=click.FloatRange(min=0.1),
     help="Seconds between samples of the queue depths.",
 )
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer to this host name (a reverse proxy's); repeatable.",
+)
 @click.pass_context
 @_errors_as_one_line
-def dashboard(ctx: click.Context, host: str, port: int, interval: float) -> None:
+def dashboard(
+    ctx: click.Context, host: str, port: int, interval: float, allow_hosts: tuple[str, ...]
+) -> None:
     """A web page of queues, workers and dead letters; retry and purge need the
     token printed at start."""
     from .dashboard import Dashboard
 
     settings = _settings(ctx)
-    board = Dashboard(settings, host=host, port=port, interval=interval)
+    board = Dashboard(settings, host=host, port=port, interval=interval, allow_hosts=allow_hosts)
     click.echo(f"taskq dashboard of {display_url(settings.broker)} on {board.url}")
     click.echo(f"actions token (retry, purge): {board.token}")
     click.echo(f"open {board.url}#token={board.token} to act from the page; Ctrl-C stops")

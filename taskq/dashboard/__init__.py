@@ -7,9 +7,7 @@ holds the page itself (no CDN: it works offline).
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import ipaddress
 import secrets
 import signal
 import threading
@@ -18,7 +16,7 @@ from types import FrameType
 from ..config import Settings
 from ..errors import TaskqError
 from .panels import Panels
-from .server import PooledHTTPServer
+from .server import PooledHTTPServer, is_loopback
 
 __all__ = ["Dashboard"]
 
@@ -33,6 +31,7 @@ class Dashboard:
         port: int = 5555,
         interval: float = 2.0,
         history: int = 300,
+        allow_hosts: tuple[str, ...] = (),
     ) -> None:
         self.host = host
         self.token = secrets.token_urlsafe(24)
@@ -46,6 +45,10 @@ class Dashboard:
             ) from None
         self.server.panels = self.panels
         self.server.token = self.token
+        # Listening on every address, the names it is reached by are not known here.
+        everywhere = host in ("", "0.0.0.0", "::")
+        names = {host.lower(), *(name.lower() for name in allow_hosts)}
+        self.server.allowed_hosts = None if everywhere else frozenset(names)
         self.port = int(self.server.server_address[1])
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -60,11 +63,7 @@ class Dashboard:
     @property
     def local_only(self) -> bool:
         """Whether only this machine can connect (a loopback address or localhost)."""
-        if self.host == "localhost":
-            return True
-        with contextlib.suppress(ValueError):
-            return ipaddress.ip_address(self.host).is_loopback
-        return False
+        return is_loopback(self.host)
 
     def start(self) -> Dashboard:
         """Sample and serve in background threads (tests, embedding); ``close`` stops them."""

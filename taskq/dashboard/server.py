@@ -4,12 +4,15 @@ Reading needs nothing. An action that changes the broker (retry, purge) is a
 POST that must carry the token printed at start (``X-Taskq-Token`` header or a
 ``token`` form field, compared in constant time) and must not come from
 another site: a browser on this machine could be made to post here by any page
-it opens, so a POST whose ``Origin`` is not this dashboard is refused.
+it opens, so a POST whose ``Origin`` is not this dashboard is refused. On a
+loopback address it answers only to loopback host names (and those allowed),
+so that a page whose name is pointed at 127.0.0.1 cannot read it either.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import socket
@@ -43,8 +46,36 @@ HEADERS = {
 }
 
 
-class Refused(TaskqError):
-    """A request that may not change the broker: no token, a wrong one, another site."""
+def host_name(host: str | None) -> str:
+    """The name in a ``Host`` header, without its port: ``[::1]:5555`` -> ``::1``."""
+    host = (host or "").strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def is_loopback(name: str) -> bool:
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def foreign_host(host: str | None, allowed: frozenset[str] | None) -> str | None:
+    """Why a request's ``Host`` is not this dashboard's, or None if it is.
+
+    A dashboard on loopback answers only to loopback names and ``allowed``: a web
+    page whose name an attacker points at 127.0.0.1 (DNS rebinding) cannot read
+    it. ``allowed`` None (listening on every address) accepts any name."""
+    name = host_name(host)
+    if allowed is None or is_loopback(name) or name in allowed:
+        return None
+    return (
+        f"this dashboard does not answer to host {name or '(none)'!r}: if you reach it "
+        "by that name (a reverse proxy), start it with --allow-host NAME"
+    )
 
 
 def cross_origin(origin: str | None, host: str | None, fetch_site: str | None) -> str | None:
@@ -82,6 +113,7 @@ class PooledHTTPServer(HTTPServer):
         super().__init__(address, Handler)
         self.panels: Panels
         self.token: str
+        self.allowed_hosts: frozenset[str] | None = frozenset()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         self.pool.submit(self._answer, request, client_address)
@@ -108,6 +140,8 @@ class Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
     def do_GET(self) -> None:
+        if self._foreign_host():
+            return
         path = urlsplit(self.path).path
         if path in STATIC:
             name, kind = STATIC[path]
@@ -130,6 +164,8 @@ class Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.NOT_FOUND, f"no page {path} on this dashboard")
 
     def do_POST(self) -> None:
+        if self._foreign_host():
+            return
         url = urlsplit(self.path)
         form = self._form()
         if form is None:
@@ -147,6 +183,12 @@ class Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.NOT_FOUND, f"no action {url.path} on this dashboard")
         else:
             self._answer(action)
+
+    def _foreign_host(self) -> bool:
+        why = foreign_host(self.headers.get("Host"), self.server.allowed_hosts)
+        if why:
+            self._error(HTTPStatus.FORBIDDEN, why)
+        return why is not None
 
     def _action(self, parts: list[str], queue: str | None) -> Any:
         """/api/dead/retry, /api/dead/purge (all) or /api/dead/ID/retry, /api/dead/ID/purge."""

@@ -19,6 +19,7 @@ from taskq.brokers.base import Delivery
 from taskq.config import Settings
 from taskq.dashboard import Dashboard
 from taskq.dashboard.panels import DepthHistory, recent_failures
+from taskq.dashboard.server import foreign_host
 from taskq.errors import TaskqError
 from taskq.message import Message, dump_call, encode, new_id
 
@@ -277,7 +278,35 @@ def test_only_a_loopback_address_counts_as_local(settings: Settings) -> None:
     everywhere = Dashboard(settings, host="0.0.0.0", port=0)
     try:
         assert local.local_only and not everywhere.local_only
+        # On every address the names it is reached by are unknown: any is answered.
+        assert everywhere.server.allowed_hosts is None
+        assert foreign_host("10.1.2.3:5555", everywhere.server.allowed_hosts) is None
+        assert foreign_host("10.1.2.3:5555", local.server.allowed_hosts) is not None
         assert everywhere.url.startswith("http://127.0.0.1:")
     finally:
         local.server.server_close()
         everywhere.server.server_close()
+
+
+def test_on_loopback_a_request_for_another_host_name_is_refused_unless_allowed(
+    settings: Settings,
+) -> None:
+    # DNS rebinding: a page at evil.test whose name now points at 127.0.0.1.
+    board = Dashboard(settings, port=0, allow_hosts=("taskq.example.com",)).start()
+    try:
+        read = request(board, "GET", "/api/dead", {"Host": f"evil.test:{board.port}"})
+        act = request(
+            board,
+            "POST",
+            "/api/dead/retry",
+            {"Host": "evil.test", "Origin": "http://evil.test", "X-Taskq-Token": board.token},
+        )
+        local = request(board, "GET", "/api/dead", {"Host": f"localhost:{board.port}"})
+        ipv6 = request(board, "GET", "/api/dead", {"Host": f"[::1]:{board.port}"})
+        proxied = request(board, "GET", "/api/dead", {"Host": "TASKQ.example.com"})
+    finally:
+        board.close()
+
+    assert read.status == act.status == 403
+    assert "'evil.test'" in read.json()["error"] and "--allow-host" in read.json()["error"]
+    assert local.status == ipv6.status == proxied.status == 200
