@@ -11,6 +11,7 @@ import functools
 import secrets
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 from ..config import Settings
@@ -67,12 +68,8 @@ class Dashboard:
 
     def start(self) -> Dashboard:
         """Sample and serve in background threads (tests, embedding); ``close`` stops them."""
-        sample = functools.partial(self.panels.history.run, self._stop)
-        serve = functools.partial(self.server.serve_forever, poll_interval=0.1)
-        for target in (sample, serve):
-            thread = threading.Thread(target=target, name="taskq-dashboard", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._in_background(functools.partial(self.panels.history.run, self._stop))
+        self._in_background(functools.partial(self.server.serve_forever, poll_interval=0.1))
         return self
 
     def run(self) -> None:
@@ -82,11 +79,7 @@ class Dashboard:
             raise KeyboardInterrupt
 
         signal.signal(signal.SIGTERM, stop)
-        sampler = threading.Thread(
-            target=self.panels.history.run, args=(self._stop,), name="taskq-dashboard", daemon=True
-        )
-        sampler.start()
-        self._threads.append(sampler)
+        self._in_background(functools.partial(self.panels.history.run, self._stop))
         try:
             self.server.serve_forever(poll_interval=0.5)
         except KeyboardInterrupt:
@@ -101,3 +94,8 @@ class Dashboard:
         self.server.server_close()
         for thread in self._threads:
             thread.join(timeout=10)
+
+    def _in_background(self, target: Callable[[], object]) -> None:
+        thread = threading.Thread(target=target, name="taskq-dashboard", daemon=True)
+        thread.start()
+        self._threads.append(thread)

@@ -170,15 +170,16 @@ class Handler(BaseHTTPRequestHandler):
         form = self._form()
         if form is None:
             return
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        fields = {**query, **form}
+        # The token never in the query string: URLs end up in logs and histories.
+        given = self.headers.get(TOKEN_HEADER) or form.get("token")
         why = cross_origin(
             self.headers.get("Origin"), self.headers.get("Host"), self.headers.get("Sec-Fetch-Site")
-        ) or check_token(self.headers.get(TOKEN_HEADER) or fields.get("token"), self.server.token)
+        ) or check_token(given, self.server.token)
         if why:
             self._error(HTTPStatus.FORBIDDEN, why)
             return
-        action = self._action(url.path.split("/"), fields.get("queue") or None)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        action = self._action(url.path.split("/"), form.get("queue") or query.get("queue"))
         if action is None:
             self._error(HTTPStatus.NOT_FOUND, f"no action {url.path} on this dashboard")
         else:

@@ -155,6 +155,12 @@ def test_a_dead_letter_shows_on_the_page_and_retry_there_runs_the_task_once_give
         assert f"pid {pid}" in workers.inner_text()
     assert page.locator("#chart polyline").count() == 1
 
+    dead_row.get_by_role("button", name="show").click()
+    record = page.locator("#dead-record")
+    expect(record).to_contain_text(f"id: {failed.id}", timeout=5_000)
+    expect(record).to_contain_text("traceback:")
+    expect(record).to_contain_text("RuntimeError: flag")
+
     # No token: the page asks for it and the broker is left alone.
     message = page.locator("#message")
     dead_row.get_by_role("button", name="retry").click()

@@ -165,10 +165,11 @@ def test_an_action_without_the_token_or_with_a_wrong_one_is_refused_and_changes_
     missing = request(board, "POST", f"/api/dead/{letter}/retry")
     wrong = request(board, "POST", f"/api/dead/{letter}/purge", {"X-Taskq-Token": "guess"})
     wrong_field = request(board, "POST", "/api/dead/purge", body="token=guess")
+    in_url = request(board, "POST", f"/api/dead/purge?token={board.token}")
 
     assert missing.status == 403
     assert "token" in missing.json()["error"] and "X-Taskq-Token" in missing.json()["error"]
-    assert wrong.status == wrong_field.status == 403
+    assert wrong.status == wrong_field.status == in_url.status == 403
     assert "wrong token" in wrong.json()["error"]
     assert [d["id"] for d in request(board, "GET", "/api/dead").json()["dead"]] == [letter]
     assert App.from_settings(settings).broker.counts()["default"].ready == 0
@@ -206,6 +207,16 @@ def test_retry_with_the_token_requeues_the_dead_letter_from_this_origin(
     assert again.status == 404 and letter in again.json()["error"]
     counts = App.from_settings(settings).broker.counts()["default"]
     assert (counts.ready, counts.dead) == (1, 0)
+
+
+def test_retry_all_requeues_every_dead_letter(board: Dashboard, settings: Settings) -> None:
+    dead_letter(settings, "app.t", "one", "2026-01-01T00:00:00")
+    dead_letter(settings, "app.t", "two", "2026-01-01T00:00:01")
+
+    done = request(board, "POST", "/api/dead/retry", {"X-Taskq-Token": board.token})
+
+    assert done.json() == {"requeued": 2, "skipped": []}
+    assert App.from_settings(settings).broker.counts()["default"].ready == 2
 
 
 def test_purge_takes_the_token_as_a_form_field_one_letter_or_all(
