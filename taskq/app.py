@@ -13,6 +13,7 @@ from .config import Settings, load_settings
 # Re-exported where users (and tests) know them from; they live in current.py.
 from .current import default_app as default_app
 from .current import set_default_app as set_default_app
+from .events import Recorder
 from .keys import Keyring, keyring_for
 from .message import Message, dump_call, encode
 from .results import AsyncResult
@@ -43,6 +44,7 @@ class App:
         self._broker: Broker | None = None
         self._key: Keyring | None = None
         self._lock = threading.Lock()
+        self._events: Recorder | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, key: Keyring | None = None) -> App:
@@ -77,6 +79,16 @@ class App:
             self._key = keyring_for(self.settings, broker)
         return self._key
 
+    @property
+    def events(self) -> Recorder | None:
+        """This process's event recorder, if events are on (``events`` or metrics)."""
+        if self._events is None and self.settings.events_on:
+            broker = self.broker  # takes the lock itself
+            with self._lock:
+                if self._events is None:
+                    self._events = Recorder(broker, timer=True)
+        return self._events
+
     def task(
         self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any
     ) -> Any:
@@ -87,10 +99,20 @@ class App:
 
     def publish(self, message: Message, payload: bytes) -> None:
         self.broker.publish(message, encode(message, payload, self.key))
+        if (events := self.events) is not None:
+            # At its creation: a worker may start it before publish returns.
+            events.record("published", message, ts=message.created)
 
     def publish_many(self, batch: Iterable[tuple[Message, bytes]]) -> int:
         key = self.key
-        return self.broker.publish_many((m, encode(m, p, key)) for m, p in batch)
+        events = self.events
+        if events is None:
+            return self.broker.publish_many((m, encode(m, p, key)) for m, p in batch)
+        published = list(batch)
+        count = self.broker.publish_many((m, encode(m, p, key)) for m, p in published)
+        for message, _ in published:
+            events.record("published", message, ts=message.created)
+        return count
 
     def enqueue_many(
         self, calls: Iterable[tuple[Task[Any, Any], Sequence[Any], dict[str, Any]]]

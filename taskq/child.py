@@ -50,9 +50,12 @@ def install_child_signals(on_stop: Callable[[], None]) -> None:
 EXIT_IMPORT_ERROR = 3
 
 
-def child_main(settings: Settings, key: Keyring, slot: Slot, consumer_name: str) -> None:
+def child_main(
+    settings: Settings, key: Keyring, slot: Slot, consumer_name: str, worker_name: str = ""
+) -> None:
     """Entry point of a forked worker child; it signs and verifies with the
-    supervisor's ``key`` (the broker's key is looked up once, by the supervisor)."""
+    supervisor's ``key`` (the broker's key is looked up once, by the supervisor).
+    ``worker_name`` (the supervisor's) marks the events the child records."""
     from .app import App
     from .current import set_default_app
 
@@ -80,7 +83,10 @@ def child_main(settings: Settings, key: Keyring, slot: Slot, consumer_name: str)
         log.error("Cannot import the task modules: %s", describe_import_error(exc))
         sys.exit(EXIT_IMPORT_ERROR)
     consumer = app.broker.open_consumer(settings.queues, consumer_name)
-    worker = Worker(app.broker, app.key, consumer, slot, settings.default_time_limit)
+    events = app.events
+    if events is not None:
+        events.worker = worker_name
+    worker = Worker(app.broker, app.key, consumer, slot, settings.default_time_limit, events=events)
     state["worker"] = worker
     worker.stopping = state["stop"]
     try:
@@ -90,6 +96,8 @@ def child_main(settings: Settings, key: Keyring, slot: Slot, consumer_name: str)
     except ConsumerLost as exc:
         log.error("%s: exiting, to be replaced", exc)
     finally:
+        if events is not None:
+            events.flush()
         consumer.close()
 
 

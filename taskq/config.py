@@ -99,6 +99,12 @@ class Settings:
     reload_grace: float = _key(
         30.0, "seconds a reload waits for tasks in flight before requeueing them uncounted"
     )
+    # -- monitoring (docs/monitoring.md) --
+    events: bool = _key(False, "record every message's state changes in the broker (taskq events)")
+    metrics_port: int = _key(
+        0, "port the worker serves Prometheus metrics on (turns events on); 0 = none"
+    )
+    metrics_host: str = _key("127.0.0.1", "address the metrics port listens on")
 
     def __post_init__(self) -> None:
         for name in _NAMES:
@@ -113,6 +119,11 @@ class Settings:
     def worker_count(self) -> int:
         """Worker processes to start: ``concurrency``, or the number of CPUs when it is 0."""
         return self.concurrency or os.cpu_count() or 1
+
+    @property
+    def events_on(self) -> bool:
+        """Whether to record events: ``events``, or metrics (which count them)."""
+        return self.events or bool(self.metrics_port)
 
 
 class Key(NamedTuple):
@@ -305,6 +316,8 @@ def _check_range(key: str, value: object, source: str) -> object:
             value = value.upper()
     elif key == "log_format" and value not in LOG_FORMATS:
         problem = f"must be one of {', '.join(LOG_FORMATS)}"
+    if key == "metrics_port" and isinstance(value, int) and value > 65535:
+        problem = "must be a TCP port (1-65535), or 0 for none"
     elif key in ("broker", "queues") and not value:
         problem = "must not be empty"
     if problem:

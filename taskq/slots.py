@@ -12,8 +12,9 @@ import mmap
 import struct
 from dataclasses import dataclass
 
-# started_at, deadline (0 = none), tasks done, expired dropped, task id, task name
-_LAYOUT = struct.Struct("ddQQ128s96s")
+# started_at, deadline (0 = none), tasks done, expired dropped, task id, task name,
+# attempt (1 = first run), time limit in seconds (0 = none)
+_LAYOUT = struct.Struct("ddQQ128s96sId")
 # A sequence number before the posting: odd while the child writes, so the
 # supervisor never acts on a torn read (a half-written deadline).
 _SEQ = struct.Struct("Q")
@@ -28,6 +29,8 @@ class Posting:
     expired: int
     task_id: str
     task: str
+    attempt: int = 0
+    time_limit: float = 0.0
 
     @property
     def busy(self) -> bool:
@@ -50,8 +53,16 @@ class Slot:
         self._seq = 0
         self._map[:] = bytes(_SIZE)
 
-    def start(self, task_id: str, task: str, started_at: float, deadline: float) -> None:
-        self._write(started_at, deadline, task_id, task)
+    def start(
+        self,
+        task_id: str,
+        task: str,
+        started_at: float,
+        deadline: float,
+        attempt: int = 1,
+        time_limit: float = 0.0,
+    ) -> None:
+        self._write(started_at, deadline, task_id, task, attempt, time_limit)
 
     def finish(self) -> None:
         self._done += 1
@@ -61,7 +72,15 @@ class Slot:
         self._expired += 1
         self._write(0.0, 0.0, "", "")
 
-    def _write(self, started_at: float, deadline: float, task_id: str, task: str) -> None:
+    def _write(
+        self,
+        started_at: float,
+        deadline: float,
+        task_id: str,
+        task: str,
+        attempt: int = 0,
+        time_limit: float = 0.0,
+    ) -> None:
         body = _LAYOUT.pack(
             started_at,
             deadline,
@@ -69,6 +88,8 @@ class Slot:
             self._expired,
             task_id.encode()[:128],
             task.encode()[:96],
+            min(attempt, 2**32 - 1),
+            time_limit,
         )
         self._seq += 1
         self._map[: _SEQ.size] = _SEQ.pack(self._seq)
@@ -83,7 +104,9 @@ class Slot:
             (after,) = _SEQ.unpack_from(self._map[: _SEQ.size])
             if before == after and before % 2 == 0:
                 break
-        started_at, deadline, done, expired, task_id, task = _LAYOUT.unpack_from(raw, _SEQ.size)
+        started_at, deadline, done, expired, task_id, task, attempt, limit = _LAYOUT.unpack_from(
+            raw, _SEQ.size
+        )
         return Posting(
             started_at,
             deadline,
@@ -91,4 +114,6 @@ class Slot:
             expired,
             task_id.rstrip(b"\0").decode(errors="replace"),
             task.rstrip(b"\0").decode(errors="replace"),
+            attempt,
+            limit,
         )

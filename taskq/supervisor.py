@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import multiprocess
 from multiprocess.connection import wait
@@ -30,12 +30,16 @@ from .brokers.base import Broker
 from .child import EXIT_IMPORT_ERROR, child_main
 from .config import Settings
 from .errors import TaskqError
+from .events import Recorder
 from .housekeeping import Chores, Recoveries, Sweep, TrustWatch
 from .keys import Keyring, keyring_for
 from .message import new_id, validate_queue
 from .policy import Outcome
 from .reload import HotReload, try_import
 from .slots import Slot
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger("taskq.supervisor")
 
@@ -113,7 +117,13 @@ class Supervisor:
         self._trust = TrustWatch(self.broker, self.settings.trust_check_interval)
         self._ctx = multiprocess.get_context("fork")
         self._sweep = Sweep(self.broker, every=_EXPIRE_EVERY, budget=_SWEEP_BUDGET)
-        self._recoveries = Recoveries(self.broker, self.key, self.name, self._chores)
+        # Monitoring: the supervisor's own events (recoveries, killed tasks), and
+        # metrics counted from the event log its children write.
+        self._events = Recorder(self.broker, self.name) if self.settings.events_on else None
+        self._metrics = _metrics(self.name) if self.settings.metrics_port else None
+        self._recoveries = Recoveries(
+            self.broker, self.key, self.name, self._chores, events=self._events
+        )
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -128,6 +138,7 @@ class Supervisor:
                 return EXIT_IMPORT_ERROR
         self._install_signals()
         self.broker.register_worker(self.name)
+        self._serve_metrics()
         log.info(
             "taskq worker %s: %d worker process(es), queues %s, broker %s",
             self.name,
@@ -145,6 +156,7 @@ class Supervisor:
         if self._hot_reload is not None:
             self._hot_reload.stop()
         self._shutdown()
+        self._stop_monitoring()
         with self._chores.chore("unregister from workers/"):
             self.broker.unregister_worker(self.name)
         log.info("taskq worker %s stopped", self.name)
@@ -168,12 +180,16 @@ class Supervisor:
             self._recoveries.sweep(live={c.consumer for c in self.children})
             with self._chores.chore("publish the status into workers/"):
                 self.broker.publish_worker_state(self.name, self.state())
+            if self._metrics is not None:
+                with self._chores.chore("read the queue depths for metrics"):
+                    self._metrics.read_depths(self.broker)
         with self._chores.chore("delete expired results, dead letters and litter"):
             dead_for = self.settings.dead_letter_expires
             self._sweep.tick(now, now - self.settings.result_expires, dead_for and now - dead_for)
         for child in self.children:
             if child.process is None and child.retire_by is None and now >= child.respawn_at:
                 self._spawn(child)
+        self._monitor()
 
     def _sleep(self) -> None:
         # Wake early when a child dies, a signal arrives (set_wakeup_fd) or sources change.
@@ -206,7 +222,7 @@ class Supervisor:
         self._vouch(add=child.consumer)  # alive before it claims anything
         process = self._ctx.Process(
             target=child_main,
-            args=(self.settings, self.key, child.slot, child.consumer),
+            args=(self.settings, self.key, child.slot, child.consumer, self.name),
             name=f"worker-{child.slot.index}",
         )
         with self._chores.chore("start a worker process"):
@@ -373,6 +389,33 @@ class Supervisor:
                 self._settle_dead_child(child, exitcode)
                 child.process = None
 
+    # -- monitoring -----------------------------------------------------------
+
+    def _serve_metrics(self) -> None:
+        if self._metrics is None:
+            return
+        with self._chores.chore("skip the events before this start, for metrics"):
+            self._metrics.skip_history(self.broker)
+        self._metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
+
+    def _monitor(self) -> None:
+        """Write this round's events; count the children's into the metrics."""
+        if self._events is not None:
+            self._events.flush()
+        if self._metrics is None:
+            return
+        live = [c for c in self.children if c.process is not None]
+        self._metrics.processes.set(len(live))
+        self._metrics.busy.set(sum(1 for c in live if c.slot.read().busy))
+        with self._chores.chore("read the event log for metrics"):
+            self._metrics.read(self.broker)
+
+    def _stop_monitoring(self) -> None:
+        if self._events is not None:
+            self._events.flush()
+        if self._metrics is not None:
+            self._metrics.stop()
+
     # -- status ---------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
@@ -389,6 +432,9 @@ class Supervisor:
                     "task": posting.task or None,
                     "task_id": posting.task_id or None,
                     "started_at": posting.started_at or None,
+                    "attempt": posting.attempt if posting.busy else None,
+                    "time_limit": posting.time_limit or None if posting.busy else None,
+                    "deadline": posting.deadline or None,
                 }
             )
         return {
@@ -399,6 +445,16 @@ class Supervisor:
             "updated": time.time(),
             "children": children,
         }
+
+
+def _metrics(name: str) -> Metrics:
+    try:
+        from .metrics import Metrics
+    except ImportError as exc:
+        raise TaskqError(
+            f"metrics_port is set but {exc.name} is not installed: pip install 'taskq[metrics]'"
+        ) from None
+    return Metrics(name)
 
 
 def _signal(pid: int, signum: int) -> None:

@@ -24,6 +24,7 @@ from .errors import (
     TaskNotFound,
     describe_error,
 )
+from .events import FLUSH_EVERY, Recorder
 from .keys import Keyring
 from .message import Message, load_value
 from .policy import Ack, Dead, Decision, Outcome, RetryAt, is_expired
@@ -45,10 +46,13 @@ class Worker:
         slot: Slot | None = None,
         default_time_limit: float = 0.0,
         on_failure: Callable[[Message, BaseException, Decision], None] | None = None,
+        events: Recorder | None = None,
     ) -> None:
         """``on_failure`` hears of each attempt that did not succeed, once it is
-        settled (``App.join`` re-raises a task's error through it)."""
+        settled (``App.join`` re-raises a task's error through it). ``events``
+        records what happens to each message, flushed when the loop goes idle."""
         self.broker = broker
+        self.events = events
         self.on_failure = on_failure
         self.default_time_limit = default_time_limit
         self.key = key
@@ -59,8 +63,12 @@ class Worker:
         self.done = 0
 
     def run(self, should_continue: Callable[[], bool] = lambda: True) -> None:
+        events = self.events
         while not self.stopping and should_continue():
-            delivery = self.consumer.claim(timeout=1.0)
+            busy = events is not None and events.pending
+            delivery = self.consumer.claim(timeout=FLUSH_EVERY if busy else 1.0)
+            if delivery is None and events is not None:
+                events.flush()  # idle: nothing is held up by writing them now
             if delivery is not None and not self.stopping:
                 crash_point("claim.claimed")
                 try:
@@ -80,6 +88,9 @@ class Worker:
             lambda: self.settler.settle(delivery, message, payload, outcome, value, countdown)
         )
         describe(message, settled, elapsed_ms)
+        if self.events is not None:
+            runtime = None if elapsed_ms is None else elapsed_ms / 1000
+            self.events.settled(message, settled.outcome, settled.decision, settled.value, runtime)
         if self.on_failure is not None and not isinstance(settled.decision, Ack):
             self.on_failure(message, settled.value, settled.decision)
 
@@ -109,7 +120,9 @@ class Worker:
         # A task's own time_limit=0 means no limit; None means the worker's default.
         limit = self.default_time_limit if message.time_limit is None else message.time_limit
         deadline = started + limit if limit else 0.0
-        self.slot.start(message.id, message.task, started, deadline)
+        self.slot.start(message.id, message.task, started, deadline, message.retries + 1, limit)
+        if self.events is not None:
+            self.events.record("started", message, time_limit=limit or None)
         global _running
         _running = message
         try:

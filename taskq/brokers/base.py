@@ -14,7 +14,7 @@ States a message goes through::
 
 ``Broker`` is every part together: ``Queues`` (the states above), ``Recovery``
 (dead consumers), ``Inspection`` (what ``taskq`` commands read), ``ResultStore``,
-``Registry`` (live supervisors), ``KeyStore`` and ``Housekeeping``. Code that
+``Registry`` (live supervisors), ``KeyStore``, ``Housekeeping`` and ``Events``. Code that
 needs one part names that part. What only one implementation needs (the file
 broker's tmp/ litter, its recycled files) stays in that implementation.
 """
@@ -251,5 +251,21 @@ class Housekeeping(Protocol):
         is left. A broker with nothing to do yields no steps."""
 
 
-class Broker(Queues, Recovery, Inspection, ResultStore, Registry, KeyStore, Housekeeping, Protocol):
+class Events(Protocol):
+    """The event log (``taskq events``, metrics): what happened to messages, as JSON
+    objects, oldest first, capped in size (the oldest go first). Best effort: an
+    event is never worth failing or slowing down a task."""
+
+    def append_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Append a batch of events in one write; readers see all of it or none."""
+
+    def read_events(self, after: str = "", limit: int = 1000) -> tuple[list[dict[str, Any]], str]:
+        """Up to ``limit`` events appended after the cursor ``after`` ("": from the oldest
+        kept), and the cursor to read on from. A cursor whose events were dropped
+        (rotated, trimmed) reads on from the oldest kept."""
+
+
+class Broker(
+    Queues, Recovery, Inspection, ResultStore, Registry, KeyStore, Housekeeping, Events, Protocol
+):
     """Everything taskq asks of a broker: each part above, in one object."""

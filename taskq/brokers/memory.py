@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import TaskqError
 from ..message import Message, validate_queue
 from .base import DeadLetter, Delivery, QueueCounts
+from .memory_events import MemoryEvents
 from .memory_stores import MemoryStores
 from .names import eta_of, id_of, ready_name_of, scheduled_name
 
@@ -68,7 +69,7 @@ class MemoryConsumer:
         self._broker._close(self.name)
 
 
-class MemoryBroker(MemoryStores):
+class MemoryBroker(MemoryEvents, MemoryStores):
     """A broker in this process's memory; safe for many threads, invisible to
     other processes (a ``taskq worker`` cannot serve it: run tasks with ``App.join``)."""
 
@@ -81,7 +82,8 @@ class MemoryBroker(MemoryStores):
         self._live: set[str] = set()  # consumers open; the others in _claims are dead
         self._recovering: set[str] = set()
         self._dead_order = 0
-        super().__init__()
+        MemoryStores.__init__(self)
+        MemoryEvents.__init__(self)
 
     def __repr__(self) -> str:
         return f"MemoryBroker({self.name!r})"
@@ -102,6 +104,7 @@ class MemoryBroker(MemoryStores):
             self._recovering.clear()
             self._results.clear()
             self._workers.clear()
+            self._events.clear()
 
     def queues(self) -> list[str]:
         with self._lock:
