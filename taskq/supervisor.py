@@ -136,9 +136,9 @@ class Supervisor:
             if error is not None:
                 log.error("Cannot import the task modules: %s. Not starting.", error)
                 return EXIT_IMPORT_ERROR
+        self._serve_metrics()  # a port in use stops us before anything is registered
         self._install_signals()
         self.broker.register_worker(self.name)
-        self._serve_metrics()
         log.info(
             "taskq worker %s: %d worker process(es), queues %s, broker %s",
             self.name,

@@ -184,3 +184,32 @@ def test_inspect_shows_a_running_task_with_its_attempt_and_time_limit(
     assert process["pid"] in worker.child_pids() or isinstance(process["pid"], int)
     assert "itasks.sleeper[" in text and "attempt 1, time limit 3600 s" in text
     assert "attempt 1, time limit 3600 s" in status
+
+
+@pytest.mark.parametrize("command", ["events", "inspect"])
+def test_help_of_the_monitoring_commands_creates_no_broker(tmp_path: Path, command: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "taskq", command, "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"Usage: python -m taskq {command}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_metrics_port_in_use_stops_the_worker_with_one_clear_line(
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        worker = start_worker("--metrics-port", str(port), ready=False)
+        code = worker.wait(30)
+
+    assert code == 1
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in worker.log()
