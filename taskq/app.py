@@ -81,8 +81,8 @@ class App:
 
     @property
     def events(self) -> Recorder | None:
-        """This process's event recorder, if events are on (``events`` or metrics)."""
-        if self._events is None and self.settings.events_on:
+        """This process's event recorder, if events are on."""
+        if self._events is None and self.settings.events:
             broker = self.broker  # takes the lock itself
             with self._lock:
                 if self._events is None:

@@ -23,6 +23,7 @@ from .errors import ConsumerLost
 from .keys import Keyring
 from .output import TaskOutput
 from .slots import Slot
+from .tally import Tally
 from .worker import Worker, running_message, soft_limit
 
 log = logging.getLogger("taskq.worker")
@@ -86,7 +87,16 @@ def child_main(
     events = app.events
     if events is not None:
         events.worker = worker_name
-    worker = Worker(app.broker, app.key, consumer, slot, settings.default_time_limit, events=events)
+    tally = Tally() if settings.metrics_port else None
+    worker = Worker(
+        app.broker,
+        app.key,
+        consumer,
+        slot,
+        settings.default_time_limit,
+        events=events,
+        tally=tally,
+    )
     state["worker"] = worker
     worker.stopping = state["stop"]
     try:
@@ -96,8 +106,7 @@ def child_main(
     except ConsumerLost as exc:
         log.error("%s: exiting, to be replaced", exc)
     finally:
-        if events is not None:
-            events.flush()
+        worker.flush()
         consumer.close()
 
 

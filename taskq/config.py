@@ -102,7 +102,7 @@ class Settings:
     # -- monitoring (docs/monitoring.md) --
     events: bool = _key(False, "record every message's state changes in the broker (taskq events)")
     metrics_port: int = _key(
-        0, "port the worker serves Prometheus metrics on (turns events on); 0 = none"
+        0, "port the worker serves Prometheus metrics on; 0 = none"
     )
     metrics_host: str = _key("127.0.0.1", "address the metrics port listens on")
 
@@ -119,11 +119,6 @@ class Settings:
     def worker_count(self) -> int:
         """Worker processes to start: ``concurrency``, or the number of CPUs when it is 0."""
         return self.concurrency or os.cpu_count() or 1
-
-    @property
-    def events_on(self) -> bool:
-        """Whether to record events: ``events``, or metrics (which count them)."""
-        return self.events or bool(self.metrics_port)
 
 
 class Key(NamedTuple):

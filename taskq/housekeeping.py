@@ -25,6 +25,7 @@ from .events import Recorder
 from .keys import Keyring
 from .policy import Outcome
 from .recovery import recover_consumer
+from .tally import Tally
 
 log = logging.getLogger("taskq.supervisor")
 trust_log = logging.getLogger("taskq.trust")
@@ -142,9 +143,11 @@ class Recoveries:
         name: str,
         chores: Chores,
         events: Recorder | None = None,
+        tally: Tally | None = None,
     ) -> None:
         self._broker = broker
         self._events = events
+        self._tally = tally
         self._key = key
         self._name = name
         self._chores = chores
@@ -157,7 +160,14 @@ class Recoveries:
         self._unsettled[consumer] = outcome
         with self._chores.chore("settle the messages of dead workers"):
             recover_consumer(
-                self._broker, self._key, consumer, outcome, error, self._name, self._events
+                self._broker,
+                self._key,
+                consumer,
+                outcome,
+                error,
+                self._name,
+                self._events,
+                self._tally,
             )
             del self._unsettled[consumer]
 

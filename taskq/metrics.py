@@ -1,72 +1,54 @@
 """Prometheus metrics of one supervisor, served on ``metrics_host:metrics_port``.
 
-The supervisor never imports user code, so it learns what its children ran from
-the event log they write anyway (``events``): each round it reads the events
-since the last one and counts those of its own children (``worker`` is its
-name). Queue depths come from the broker's counts, read once a sweep. The HTTP
-server is prometheus_client's, in a thread of the supervisor; it only reads
-the metrics, it never calls the broker.
+The supervisor never imports user code, so the per-task facts come from its
+worker processes: each counts what it settles in a ``tally.Tally`` and posts it
+into its shared-memory slot every 0.25 s while busy (and when idle or
+exiting). At a scrape, the supervisor adds up the live processes' tallies,
+those of processes that exited (kept when they are replaced) and its own
+(recoveries, attempts it settles for a killed process). Queue depths come from
+the broker's counts, read by the supervisor once a sweep. The HTTP server is
+prometheus_client's, in a thread; it reads memory, never the broker.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
-from .brokers.base import Events, Inspection
+from .brokers.base import Inspection
 from .errors import TaskqError
+from .slots import Slot
+from .tally import BUCKETS, Tally
 
 log = logging.getLogger("taskq.metrics")
 
-_OUTCOMES = {"succeeded", "retried", "failed", "expired"}  # how an attempt ends
-_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, float("inf"))
-_PAGE = 5000  # events read at a time
+_STATES = ("ready", "scheduled", "claimed", "dead")
 
 
 class Metrics:
-    """The counters and gauges of one supervisor, and the server that shows them."""
+    """The metrics of one supervisor; ``slots`` gives its live processes' slots."""
 
-    def __init__(self, worker: str) -> None:
-        self.worker = worker
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.tasks = Counter(
-            "taskq_tasks",
-            "Attempts that ended, by task and outcome",
-            ["task", "outcome"],
-            registry=r,
-        )
-        self.runtime = Histogram(
-            "taskq_task_runtime_seconds",
-            "How long tasks ran",
-            ["task"],
-            buckets=_BUCKETS,
-            registry=r,
-        )
-        self.retries = Counter("taskq_retries", "Attempts retried later", ["task"], registry=r)
-        self.dead = Counter(
-            "taskq_dead_letters", "Messages dead-lettered", ["task", "reason"], registry=r
-        )
-        self.recoveries = Counter(
-            "taskq_recoveries",
-            "Messages taken over from dead worker processes",
-            ["task"],
-            registry=r,
-        )
-        self.depth = Gauge(
-            "taskq_queue_messages",
-            "Messages in the broker by queue and state",
-            ["queue", "state"],
-            registry=r,
-        )
-        self.processes = Gauge("taskq_worker_processes", "Live worker processes", registry=r)
-        self.busy = Gauge(
-            "taskq_worker_processes_busy", "Worker processes running a task", registry=r
-        )
-        self._cursor = ""
+    def __init__(self, slots: Callable[[], list[Slot]]) -> None:
+        self.slots = slots
+        self.own = Tally()  # the supervisor's own counts (main thread only)
+        self._own_posted = b""
+        self._retired = Tally()  # processes that exited
+        self._lock = threading.Lock()  # slots are read (scrape) or retired (main thread)
+        self._depths: dict[str, dict[str, int]] = {}
+        self._processes = (0, 0)  # live, busy
         self._server: Any = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
 
     def serve(self, host: str, port: int) -> None:
         """Listen on ``host:port`` (a thread); ``TaskqError`` naming it if that fails."""
@@ -84,40 +66,82 @@ class Metrics:
             self._server.server_close()
             self._server = None
 
-    def skip_history(self, events: Events) -> None:
-        """Start counting from now: events already in the log are not ours to count."""
-        while True:
-            batch, self._cursor = events.read_events(self._cursor, _PAGE)
-            if not batch:
-                return
+    def retire(self, slot: Slot) -> None:
+        """Keep the counts of a process that exited, then clear its slot for the next."""
+        with self._lock:
+            self._retired.merge(Tally.from_bytes(slot.read_stats()))
+            slot.reset()
 
-    def read(self, events: Events) -> int:
-        """Count the events since the last read; return how many were read."""
-        read = 0
-        while True:
-            batch, self._cursor = events.read_events(self._cursor, _PAGE)
-            read += len(batch)
-            for event in batch:
-                if event.get("worker") == self.worker:
-                    self.count(event)
-            if len(batch) < _PAGE:
-                return read
-
-    def count(self, event: dict[str, Any]) -> None:
-        kind, task = event.get("event"), str(event.get("task"))
-        if kind in _OUTCOMES:
-            self.tasks.labels(task, kind).inc()
-        runtime = event.get("runtime")
-        if isinstance(runtime, int | float):
-            self.runtime.labels(task).observe(runtime)
-        if kind == "retried":
-            self.retries.labels(task).inc()
-        elif kind == "dead-lettered":
-            self.dead.labels(task, str(event.get("reason"))).inc()
-        elif kind == "recovered":
-            self.recoveries.labels(task).inc()
+    def update(self, processes: int, busy: int) -> None:
+        """The supervisor's round: its own counts and its processes, for the next scrape."""
+        self._own_posted = self.own.to_bytes()
+        self._processes = (processes, busy)
 
     def read_depths(self, broker: Inspection) -> None:
-        for queue, counts in broker.counts().items():
-            for state in ("ready", "scheduled", "claimed", "dead"):
-                self.depth.labels(queue, state).set(getattr(counts, state))
+        self._depths = {
+            queue: {state: getattr(counts, state) for state in _STATES}
+            for queue, counts in broker.counts().items()
+        }
+
+    def total(self) -> Tally:
+        total = Tally()
+        with self._lock:
+            total.merge(self._retired)
+            for slot in self.slots():
+                total.merge(Tally.from_bytes(slot.read_stats()))
+        total.merge(Tally.from_bytes(self._own_posted))
+        return total
+
+    def collect(self) -> Iterator[Metric]:
+        total = self.total()
+        yield _counter(
+            "taskq_tasks", "Attempts that ended, by task and outcome", total.tasks, "outcome"
+        )
+        runtime = HistogramMetricFamily(
+            "taskq_task_runtime_seconds", "How long tasks ran", labels=["task"]
+        )
+        for task, hist in sorted(total.runtime.items()):
+            cumulative, buckets = 0.0, []
+            for bound, count in zip((*BUCKETS, float("inf")), hist[:-1], strict=True):
+                cumulative += count
+                buckets.append((_le(bound), cumulative))
+            runtime.add_metric([task], buckets, sum_value=hist[-1])
+        yield runtime
+        yield _counter("taskq_retries", "Attempts retried later", {"": total.retries}, None)
+        yield _counter("taskq_dead_letters", "Messages dead-lettered", total.dead, "reason")
+        yield _counter(
+            "taskq_recoveries",
+            "Messages taken over from dead worker processes",
+            {"": total.recoveries},
+            None,
+        )
+        depth = GaugeMetricFamily(
+            "taskq_queue_messages",
+            "Messages in the broker by queue and state",
+            labels=["queue", "state"],
+        )
+        for queue, states in sorted(self._depths.items()):
+            for state, count in states.items():
+                depth.add_metric([queue, state], count)
+        yield depth
+        live, busy = self._processes
+        yield GaugeMetricFamily("taskq_worker_processes", "Live worker processes", value=live)
+        yield GaugeMetricFamily(
+            "taskq_worker_processes_busy", "Worker processes running a task", value=busy
+        )
+
+
+def _counter(
+    name: str, documentation: str, counts: dict[str, dict[str, int]], label: str | None
+) -> CounterMetricFamily:
+    """A counter by task (and ``label``); ``counts`` is task -> label -> n, or, without
+    a second label, "" -> task -> n."""
+    family = CounterMetricFamily(name, documentation, labels=["task", label] if label else ["task"])
+    for outer, inner in sorted(counts.items()):
+        for key, n in sorted(inner.items()):
+            family.add_metric([outer, key] if label else [key], n)
+    return family
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)

@@ -18,6 +18,7 @@ from .events import Recorder
 from .keys import Keyring
 from .policy import Outcome
 from .settling import Settler, Unopened, classify
+from .tally import Tally
 from .worker import describe
 
 log = logging.getLogger("taskq.recovery")
@@ -31,6 +32,7 @@ def recover_consumer(
     error_type: type[TaskqError],
     recovered_by: str,
     events: Recorder | None = None,
+    tally: Tally | None = None,
 ) -> int:
     """Settle every message ``consumer`` held; ``outcome=None`` requeues them uncounted.
 
@@ -44,7 +46,7 @@ def recover_consumer(
     settler = Settler(broker, key, consumer)
     try:
         for delivery in deliveries:
-            _settle(broker, settler, delivery, outcome, error_type, events)
+            _settle(broker, settler, delivery, outcome, error_type, events, tally)
             crash_point("recovery.settled-one")
     except BaseException:
         # A full disk, say, half-way: the messages settled so far left claimed/,
@@ -70,6 +72,7 @@ def _settle(
     outcome: Outcome | None,
     error_type: type[TaskqError],
     events: Recorder | None,
+    tally: Tally | None,
 ) -> None:
     if outcome is None or not delivery.started:
         _requeued(events, settler, delivery)
@@ -90,6 +93,9 @@ def _settle(
     if events is not None:
         events.record("recovered", message, consumer=delivery.consumer, requeued=False)
         events.settled(message, settled.outcome, settled.decision, settled.value, None)
+    if tally is not None:
+        tally.recovered(message.task)
+        tally.settled(message.task, settled.outcome, settled.decision, None)
 
 
 def _requeued(events: Recorder | None, settler: Settler, delivery: Delivery) -> None:

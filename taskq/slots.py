@@ -19,6 +19,10 @@ _LAYOUT = struct.Struct("ddQQ128s96sId")
 # supervisor never acts on a torn read (a half-written deadline).
 _SEQ = struct.Struct("Q")
 _SIZE = _SEQ.size + _LAYOUT.size
+# The child's metrics (a ``tally.Tally`` as JSON), posted apart from the task it runs:
+# a sequence number, the length, the bytes. Pages are only allocated once written.
+_STATS_HEAD = struct.Struct("QQ")
+STATS_SIZE = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,8 @@ class Slot:
     def __init__(self, index: int) -> None:
         self.index = index
         self._map = mmap.mmap(-1, _SIZE)
+        self._stats = mmap.mmap(-1, STATS_SIZE)
+        self._stats_seq = 0
         self._done = 0
         self._expired = 0
         self._seq = 0
@@ -52,6 +58,8 @@ class Slot:
         self._expired = 0
         self._seq = 0
         self._map[:] = bytes(_SIZE)
+        self._stats_seq = 0
+        self._stats[: _STATS_HEAD.size] = bytes(_STATS_HEAD.size)
 
     def start(
         self,
@@ -117,3 +125,24 @@ class Slot:
             attempt,
             limit,
         )
+
+    def post_stats(self, data: bytes) -> bool:
+        """Replace the posted metrics; False (nothing posted) if they do not fit."""
+        if len(data) > STATS_SIZE - _STATS_HEAD.size:
+            return False
+        self._stats_seq += 1  # odd: being written
+        self._stats[: _STATS_HEAD.size] = _STATS_HEAD.pack(self._stats_seq, len(data))
+        self._stats[_STATS_HEAD.size : _STATS_HEAD.size + len(data)] = data
+        self._stats_seq += 1
+        self._stats[: _STATS_HEAD.size] = _STATS_HEAD.pack(self._stats_seq, len(data))
+        return True
+
+    def read_stats(self) -> bytes:
+        """The last metrics posted whole (b"" if none, or if every try met a write)."""
+        for _ in range(100):
+            before, length = _STATS_HEAD.unpack_from(self._stats)
+            data = self._stats[_STATS_HEAD.size : _STATS_HEAD.size + length]
+            (after,) = _SEQ.unpack_from(self._stats)
+            if before == after and before % 2 == 0:
+                return data if before else b""
+        return b""

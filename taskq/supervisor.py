@@ -119,10 +119,15 @@ class Supervisor:
         self._sweep = Sweep(self.broker, every=_EXPIRE_EVERY, budget=_SWEEP_BUDGET)
         # Monitoring: the supervisor's own events (recoveries, killed tasks), and
         # metrics counted from the event log its children write.
-        self._events = Recorder(self.broker, self.name) if self.settings.events_on else None
-        self._metrics = _metrics(self.name) if self.settings.metrics_port else None
+        self._events = Recorder(self.broker, self.name) if self.settings.events else None
+        self._metrics = _metrics(self._live_slots) if self.settings.metrics_port else None
         self._recoveries = Recoveries(
-            self.broker, self.key, self.name, self._chores, events=self._events
+            self.broker,
+            self.key,
+            self.name,
+            self._chores,
+            events=self._events,
+            tally=self._metrics.own if self._metrics is not None else None,
         )
 
     # -- lifecycle ------------------------------------------------------------
@@ -215,6 +220,8 @@ class Supervisor:
             self._spawn(child)
 
     def _spawn(self, child: Child) -> None:
+        if self._metrics is not None:
+            self._metrics.retire(child.slot)  # keeps the counts of its last process
         child.slot.reset()
         child.consumer = f"{self.name}-{child.slot.index}-{new_id()[:6]}"
         child.kill_reason = None
@@ -237,6 +244,8 @@ class Supervisor:
                 continue
             if child.retire_by is not None:  # an old pool's child: not respawned
                 self._settle_dead_child(child, process.exitcode)
+                if self._metrics is not None:
+                    self._metrics.retire(child.slot)
                 self.children.remove(child)
                 continue
             # A death mid-task is the task's doing and its retry policy's business
@@ -394,21 +403,19 @@ class Supervisor:
     def _serve_metrics(self) -> None:
         if self._metrics is None:
             return
-        with self._chores.chore("skip the events before this start, for metrics"):
-            self._metrics.skip_history(self.broker)
         self._metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
 
     def _monitor(self) -> None:
-        """Write this round's events; count the children's into the metrics."""
+        """Write this round's events; tell the metrics about the processes."""
         if self._events is not None:
             self._events.flush()
-        if self._metrics is None:
-            return
-        live = [c for c in self.children if c.process is not None]
-        self._metrics.processes.set(len(live))
-        self._metrics.busy.set(sum(1 for c in live if c.slot.read().busy))
-        with self._chores.chore("read the event log for metrics"):
-            self._metrics.read(self.broker)
+        if self._metrics is not None:
+            live = [c for c in self.children if c.process is not None]
+            self._metrics.update(len(live), sum(1 for c in live if c.slot.read().busy))
+
+    def _live_slots(self) -> list[Slot]:
+        """The slots of live processes (called from the metrics' thread: a copy)."""
+        return [c.slot for c in list(self.children) if c.process is not None]
 
     def _stop_monitoring(self) -> None:
         if self._events is not None:
@@ -447,14 +454,14 @@ class Supervisor:
         }
 
 
-def _metrics(name: str) -> Metrics:
+def _metrics(slots: Callable[[], list[Slot]]) -> Metrics:
     try:
         from .metrics import Metrics
     except ImportError as exc:
         raise TaskqError(
             f"metrics_port is set but {exc.name} is not installed: pip install 'taskq[metrics]'"
         ) from None
-    return Metrics(name)
+    return Metrics(slots)
 
 
 def _signal(pid: int, signum: int) -> None:

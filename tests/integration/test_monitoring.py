@@ -56,6 +56,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
 def test_events_of_a_success_and_of_a_retried_then_dead_task_come_in_order(
     events_on: None, start_worker: Callable[..., WorkerProcess], broker_dir: Path, tmp_path: Path
 ) -> None:
@@ -140,13 +145,8 @@ def test_metrics_count_the_tasks_a_real_worker_ran(
     itasks.always_fails.delay(str(tmp_path / "attempts"))
     assert [r.get(timeout=20) for r in results] == [0, 2, 4]
 
-    def scrape() -> str:
-        url = f"http://127.0.0.1:{port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return str(response.read().decode())
-
-    wait_for(lambda: "taskq_dead_letters_total{" in scrape(), 20, "the dead letter counted")
-    text = scrape()
+    wait_for(lambda: "taskq_dead_letters_total{" in scrape(port), 20, "the dead letter counted")
+    text = scrape(port)
 
     assert 'taskq_tasks_total{outcome="succeeded",task="itasks.add"} 3.0' in text
     assert 'taskq_tasks_total{outcome="retried",task="itasks.always_fails"} 2.0' in text
@@ -156,9 +156,25 @@ def test_metrics_count_the_tasks_a_real_worker_ran(
     assert 'taskq_task_runtime_seconds_count{task="itasks.add"} 3.0' in text
     assert "taskq_worker_processes 2.0" in text
     wait_for(
-        lambda: 'taskq_queue_messages{queue="default",state="dead"} 1.0' in scrape(),
+        lambda: 'taskq_queue_messages{queue="default",state="dead"} 1.0' in scrape(port),
         10,
         "the dead letter in the queue depths",
+    )
+
+
+def test_metrics_keep_the_counts_of_worker_processes_that_were_replaced(
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    port = free_port()
+    start_worker("--metrics-port", str(port), "--max-tasks-per-child", "1", concurrency=1)
+
+    results = [itasks.add.delay(n, 1) for n in range(3)]  # each by a new process
+    assert [r.get(timeout=30) for r in results] == [1, 2, 3]
+
+    wait_for(
+        lambda: 'taskq_tasks_total{outcome="succeeded",task="itasks.add"} 3.0' in scrape(port),
+        20,
+        "three tasks counted over three processes",
     )
 
 

@@ -21,6 +21,7 @@ from taskq.message import Message, new_id
 from taskq.monitor import SETTLE, events
 from taskq.policy import Ack, Dead, Outcome, RetryAt
 from taskq.slots import Slot
+from taskq.tally import Tally
 
 
 class Sink:
@@ -226,11 +227,50 @@ def test_a_slot_posts_the_attempt_and_time_limit_of_the_task_it_runs() -> None:
     assert slot.read().attempt == 0 and not slot.read().busy
 
 
-def test_metrics_port_turns_events_on_and_must_be_a_port(tmp_path: Path) -> None:
-    settings = load_settings(None, {"metrics_port": 9100}, environ={}, cwd=tmp_path)
-    from_env = load_settings(None, environ={"TASKQ_EVENTS": "true"}, cwd=tmp_path)
+def test_events_and_metrics_are_off_by_default_and_metrics_port_must_be_a_port(
+    tmp_path: Path,
+) -> None:
+    defaults = load_settings(None, environ={}, cwd=tmp_path)
+    from_env = load_settings(
+        None, environ={"TASKQ_EVENTS": "true", "TASKQ_METRICS_PORT": "9808"}, cwd=tmp_path
+    )
 
-    assert settings.events_on and not settings.events and settings.metrics_host == "127.0.0.1"
-    assert from_env.events_on and not load_settings(None, environ={}, cwd=tmp_path).events_on
+    assert not defaults.events and defaults.metrics_port == 0
+    assert defaults.metrics_host == "127.0.0.1"
+    assert from_env.events and from_env.metrics_port == 9808
     with pytest.raises(ConfigError, match="metrics_port from option must be a TCP port"):
         load_settings(None, {"metrics_port": 70000}, environ={}, cwd=tmp_path)
+
+
+# -- metrics tallies -------------------------------------------------------------
+
+
+def test_tallies_count_outcomes_and_merge_across_processes() -> None:
+    one, two = Tally(), Tally()
+    one.settled("t.add", Outcome.SUCCEEDED, Ack(), 0.002)
+    one.settled("t.add", Outcome.FAILED, RetryAt(0.0, 1.0), 0.5)
+    two.settled("t.add", Outcome.FAILED, Dead("max-retries"), 0.5)
+    two.settled("t.gone", Outcome.UNKNOWN_TASK, Dead("unknown-task"), None)
+    two.recovered("t.add")
+
+    total = Tally()
+    total.merge(Tally.from_bytes(one.to_bytes()))
+    total.merge(Tally.from_bytes(two.to_bytes()))
+
+    assert total.tasks == {"t.add": {"succeeded": 1, "retried": 1, "failed": 1}}
+    assert total.retries == {"t.add": 1} and total.recoveries == {"t.add": 1}
+    assert total.dead == {"t.add": {"max-retries": 1}, "t.gone": {"unknown-task": 1}}
+    assert sum(total.runtime["t.add"][:-1]) == 3 and total.runtime["t.add"][-1] == 1.002
+    assert Tally.from_bytes(b"torn{").tasks == {}
+
+
+def test_a_slot_posts_the_latest_tally_whole() -> None:
+    slot = Slot(0)
+    assert slot.read_stats() == b""
+    tally = Tally()
+    tally.settled("t.add", Outcome.SUCCEEDED, Ack(), 0.1)
+
+    assert slot.post_stats(tally.to_bytes())
+    assert Tally.from_bytes(slot.read_stats()).tasks == {"t.add": {"succeeded": 1}}
+    assert not slot.post_stats(b"x" * (2 << 20))  # too big: the last one stays
+    assert Tally.from_bytes(slot.read_stats()).tasks == {"t.add": {"succeeded": 1}}
