@@ -101,9 +101,7 @@ class Settings:
     )
     # -- monitoring (docs/monitoring.md) --
     events: bool = _key(False, "record every message's state changes in the broker (taskq events)")
-    metrics_port: int = _key(
-        0, "port the worker serves Prometheus metrics on; 0 = none"
-    )
+    metrics_port: int = _key(0, "port the worker serves Prometheus metrics on; 0 = none")
     metrics_host: str = _key("127.0.0.1", "address the metrics port listens on")
 
     def __post_init__(self) -> None:

@@ -256,8 +256,9 @@ class Events(Protocol):
     objects, oldest first, capped in size (the oldest go first). Best effort: an
     event is never worth failing or slowing down a task."""
 
-    def append_events(self, events: Sequence[Mapping[str, Any]]) -> None:
-        """Append a batch of events in one write; readers see all of it or none."""
+    def append_events(self, events: Sequence[str]) -> None:
+        """Append a batch of events, each a JSON object encoded on one line (the
+        recorder encodes them: a broker stores text); readers see whole events."""
 
     def read_events(self, after: str = "", limit: int = 1000) -> tuple[list[dict[str, Any]], str]:
         """Up to ``limit`` events appended after the cursor ``after`` ("": from the oldest

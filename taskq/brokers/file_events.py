@@ -15,7 +15,7 @@ import fcntl
 import json
 import os
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +45,12 @@ class FileEvents:
             self._events_dir = folder
         return self._events_dir
 
-    def append_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+    def append_events(self, events: Sequence[str]) -> None:
         if not events:
             return
-        data = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events).encode()
+        data = ("\n".join(events) + "\n").encode()
+        if data.count(b"\n") != len(events):  # one more would split an event in two
+            raise ValueError("an event must be JSON on one line")
         path = self._events_folder() / _CURRENT
         fd = os.open(path, _APPEND, self.trust.file_mode)
         try:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import collections
+import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 KEEP = 100_000  # events kept; the oldest go first
@@ -19,11 +20,12 @@ class MemoryEvents:
         self._events: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(maxlen=KEEP)
         self._event_seq = 0
 
-    def append_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+    def append_events(self, events: Sequence[str]) -> None:
+        parsed = [json.loads(e) for e in events]
         with self._lock:
-            for event in events:
+            for event in parsed:
                 self._event_seq += 1
-                self._events.append((self._event_seq, dict(event)))
+                self._events.append((self._event_seq, event))
 
     def read_events(self, after: str = "", limit: int = 1000) -> tuple[list[dict[str, Any]], str]:
         start = _sequence(after)

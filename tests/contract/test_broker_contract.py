@@ -4,6 +4,7 @@ modes) stay in tests/unit/test_file_broker.py."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -368,10 +369,15 @@ def test_results_stored_before_the_cutoff_expire_and_later_ones_stay(broker: Any
 # -- events --------------------------------------------------------------------
 
 
+def lines(*events: dict[str, Any]) -> list[str]:
+    """Events as a recorder gives them to a broker: JSON objects, one a line."""
+    return [json.dumps(e) for e in events]
+
+
 def test_events_are_read_in_order_and_a_cursor_reads_on_after_them(broker: Any) -> None:
-    broker.append_events([{"event": "published", "n": 1}, {"event": "started", "n": 2}])
+    broker.append_events(lines({"event": "published", "n": 1}, {"event": "started", "n": 2}))
     first, cursor = broker.read_events()
-    broker.append_events([{"event": "succeeded", "n": 3}])
+    broker.append_events(lines({"event": "succeeded", "n": 3}))
 
     more, cursor2 = broker.read_events(cursor)
 
@@ -381,7 +387,7 @@ def test_events_are_read_in_order_and_a_cursor_reads_on_after_them(broker: Any) 
 
 
 def test_events_are_read_at_most_limit_at_a_time(broker: Any) -> None:
-    broker.append_events([{"n": n} for n in range(5)])
+    broker.append_events(lines(*({"n": n} for n in range(5))))
 
     page, cursor = broker.read_events(limit=3)
     rest, _ = broker.read_events(cursor, limit=3)
@@ -391,7 +397,7 @@ def test_events_are_read_at_most_limit_at_a_time(broker: Any) -> None:
 
 
 def test_an_unknown_event_cursor_reads_from_the_oldest_kept(broker: Any) -> None:
-    broker.append_events([{"n": 1}])
+    broker.append_events(lines({"n": 1}))
 
     events, _ = broker.read_events("not-a-cursor")
 
@@ -401,7 +407,7 @@ def test_an_unknown_event_cursor_reads_from_the_oldest_kept(broker: Any) -> None
 def test_event_batches_of_racing_writers_stay_whole(broker: Any) -> None:
     def write(writer: int) -> None:
         for batch in range(20):
-            broker.append_events([{"w": writer, "b": batch, "i": i} for i in range(10)])
+            broker.append_events(lines(*({"w": writer, "b": batch, "i": i} for i in range(10))))
 
     threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
     for thread in threads:

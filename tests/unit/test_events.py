@@ -4,9 +4,10 @@ ordering and the settings that turn monitoring on."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,10 @@ class Sink:
         self.batches: list[list[dict[str, Any]]] = []
         self.fail = fail
 
-    def append_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+    def append_events(self, events: Sequence[str]) -> None:
         if self.fail:
             raise OSError(28, "No space left on device")
-        self.batches.append([dict(e) for e in events])
+        self.batches.append([json.loads(e) for e in events])
 
     def read_events(self, after: str = "", limit: int = 1000) -> tuple[list[dict[str, Any]], str]:
         raise NotImplementedError
@@ -138,7 +139,7 @@ def test_the_file_log_rotates_and_a_cursor_follows_it_across_the_rotation(
     cursor = ""
 
     for n in range(60):
-        broker.append_events([{"n": n, "pad": "x" * 20}])
+        broker.append_events([json.dumps({"n": n, "pad": "x" * 20})])
         if n % 5 == 4:  # a reader keeping up: less than a rotation between reads
             seen, cursor = broker.read_events(cursor)
             read += [e["n"] for e in seen]
@@ -152,7 +153,7 @@ def test_the_file_log_rotates_and_a_cursor_follows_it_across_the_rotation(
 
 def test_a_line_being_written_is_not_read_until_it_ends(tmp_path: Path) -> None:
     broker = FileBroker(tmp_path / "b")
-    broker.append_events([{"n": 1}])
+    broker.append_events([json.dumps({"n": 1})])
     log = tmp_path / "b" / "events" / "events.jsonl"
     with open(log, "ab") as f:
         f.write(b'{"n": 2')
@@ -166,9 +167,18 @@ def test_a_line_being_written_is_not_read_until_it_ends(tmp_path: Path) -> None:
     assert events2 == [{"n": 2}]  # the garbage line is skipped
 
 
+def test_an_event_in_two_lines_is_refused_and_nothing_written(tmp_path: Path) -> None:
+    broker = FileBroker(tmp_path / "b")
+
+    with pytest.raises(ValueError, match="one line"):
+        broker.append_events(['{"n":\n1}'])
+
+    assert broker.read_events() == ([], "")
+
+
 def test_a_symbolic_link_as_the_event_log_is_refused(tmp_path: Path) -> None:
     broker = FileBroker(tmp_path / "b")
-    broker.append_events([{"n": 1}])
+    broker.append_events([json.dumps({"n": 1})])
     log = tmp_path / "b" / "events" / "events.jsonl"
     log.unlink()
     log.symlink_to(tmp_path / "elsewhere")
@@ -176,7 +186,7 @@ def test_a_symbolic_link_as_the_event_log_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BrokerError, match="symbolic link"):
         broker.read_events()
     with pytest.raises(OSError):
-        broker.append_events([{"n": 2}])
+        broker.append_events([json.dumps({"n": 2})])
     assert not (tmp_path / "elsewhere").exists()
 
 
@@ -185,9 +195,11 @@ def test_a_symbolic_link_as_the_event_log_is_refused(tmp_path: Path) -> None:
 
 def test_events_are_printed_in_the_order_they_happened() -> None:
     broker = MemoryBroker()
-    broker.append_events([{"event": "started", "ts": 2.0, "queue": "q", "task": "a"}])
-    broker.append_events([{"event": "published", "ts": 1.0, "queue": "q", "task": "a"}])
-    broker.append_events([{"event": "published", "ts": 1.5, "queue": "other", "task": "b"}])
+    broker.append_events([json.dumps({"event": "started", "ts": 2.0, "queue": "q", "task": "a"})])
+    broker.append_events([json.dumps({"event": "published", "ts": 1.0, "queue": "q", "task": "a"})])
+    broker.append_events(
+        [json.dumps({"event": "published", "ts": 1.5, "queue": "other", "task": "b"})]
+    )
 
     everything = [e["event"] for e in events(broker)]
     of_q = [e["ts"] for e in events(broker, queue="q")]
@@ -200,12 +212,12 @@ def test_events_are_printed_in_the_order_they_happened() -> None:
 def test_following_holds_a_new_event_back_until_earlier_ones_had_time_to_arrive() -> None:
     broker = MemoryBroker()
     now = [100.0]
-    broker.append_events([{"event": "started", "ts": 100.0}])
+    broker.append_events([json.dumps({"event": "started", "ts": 100.0})])
 
     def sleep(seconds: float) -> None:
         now[0] += seconds
         if now[0] == 100.0 + seconds:  # a late batch: written after, happened before
-            broker.append_events([{"event": "published", "ts": 99.9}])
+            broker.append_events([json.dumps({"event": "published", "ts": 99.9})])
 
     follow = events(broker, follow=True, sleep=sleep, clock=lambda: now[0])
     first, second = next(follow), next(follow)
