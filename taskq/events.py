@@ -81,18 +81,26 @@ class Recorder:
 
     def record(self, event: str, message: Message, **fields: Any) -> None:
         """Buffer one event about ``message``; ``fields`` add to it (``ts`` replaces it)."""
-        now = time.time()
-        ts = fields.pop("ts", now)
-        cached = self._cached
-        if cached[0] is not message:
-            cached = self._cached = (message, self._encode_common(message))
+        ts = fields.pop("ts", None)
         extra = "".join(
             f'"{k}":{v!r},'
             if type(v) in _NUMBERS
             else f'"{k}":{_quote(v) if type(v) is str else _encode(v)},'
             for k, v in fields.items()
         )
-        entry = f'{{"event":"{event}","ts":{float(ts)!r},{extra}{cached[1]}'
+        self._add(event, message, extra, ts)
+
+    def started(self, message: Message, time_limit: float) -> None:
+        """``started``, on the hot path: its one field formatted here."""
+        limit = f"{float(time_limit)!r}" if time_limit else "null"
+        self._add("started", message, f'"time_limit":{limit},', None)
+
+    def _add(self, event: str, message: Message, extra: str, ts: float | None) -> None:
+        now = time.time()
+        cached = self._cached
+        if cached[0] is not message:
+            cached = self._cached = (message, self._encode_common(message))
+        entry = f'{{"event":"{event}","ts":{now if ts is None else float(ts)!r},{extra}{cached[1]}'
         with self._lock:
             self._buffer.append(entry)
             first = len(self._buffer) == 1
@@ -138,8 +146,9 @@ class Recorder:
         ran = {} if runtime is None else {"runtime": round(runtime, 6)}
         if outcome is Outcome.EXPIRED:
             self.record("expired", message)
-        elif isinstance(decision, Ack):
-            self.record("succeeded", message, **ran)
+        elif isinstance(decision, Ack):  # the hot path: its field formatted here
+            took = "" if runtime is None else f'"runtime":{round(runtime, 6)!r},'
+            self._add("succeeded", message, took, None)
         elif isinstance(decision, RetryAt):
             error = _error(value)
             self.record("retried", message, retry_in=round(decision.delay, 3), error=error, **ran)

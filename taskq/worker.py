@@ -144,7 +144,7 @@ class Worker:
         deadline = started + limit if limit else 0.0
         self.slot.start(message.id, message.task, started, deadline, message.retries + 1, limit)
         if self.events is not None:
-            self.events.record("started", message, time_limit=limit or None)
+            self.events.started(message, limit)
         global _running
         _running = message
         try:

@@ -61,6 +61,18 @@ def test_recorded_events_are_written_as_one_batch_when_flushed() -> None:
     assert batch[0]["pid"] == os.getpid() and batch[1]["runtime"] == 0.01
 
 
+def test_started_gives_the_time_limit_or_null_for_none() -> None:
+    sink = Sink()
+    recorder = Recorder(sink, "w1")
+
+    recorder.started(message(), 30.0)
+    recorder.started(message(retries=1), 0.0)
+    recorder.flush()
+
+    [batch] = sink.batches
+    assert [(e["time_limit"], e["attempt"]) for e in batch] == [(30.0, 1), (None, 2)]
+
+
 def test_a_buffer_older_than_flush_every_is_written_by_the_next_event() -> None:
     sink = Sink()
     recorder = Recorder(sink)
