@@ -38,9 +38,10 @@ _STATES = ("ready", "scheduled", "claimed", "dead")
 class Metrics:
     """The metrics of one supervisor; ``slots`` gives its live processes' slots."""
 
-    def __init__(self, slots: Callable[[], list[Slot]]) -> None:
+    def __init__(self, slots: Callable[[], list[Slot]], own: Tally) -> None:
+        """``own``: the supervisor's own counts (changed by its main thread only)."""
         self.slots = slots
-        self.own = Tally()  # the supervisor's own counts (main thread only)
+        self.own = own
         self._own_posted = b""
         self._retired = Tally()  # processes that exited
         self._lock = threading.Lock()  # slots are read (scrape) or retired (main thread)

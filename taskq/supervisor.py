@@ -11,6 +11,7 @@ never ends it (see ``housekeeping``).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import re
@@ -37,6 +38,7 @@ from .message import new_id, validate_queue
 from .policy import Outcome
 from .reload import HotReload, try_import
 from .slots import Slot
+from .tally import Tally
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -120,14 +122,18 @@ class Supervisor:
         # Monitoring: the supervisor's own events (recoveries, killed tasks), and
         # metrics counted from the event log its children write.
         self._events = Recorder(self.broker, self.name) if self.settings.events else None
-        self._metrics = _metrics(self._live_slots) if self.settings.metrics_port else None
+        # The metrics are served once the pool runs (see _serve_metrics); their
+        # package is looked for now, so that a missing one is one error at start.
+        self._metrics: Metrics | None = None
+        self._own_tally = _check_metrics() if self.settings.metrics_port else None
+        self._stop_error: TaskqError | None = None
         self._recoveries = Recoveries(
             self.broker,
             self.key,
             self.name,
             self._chores,
             events=self._events,
-            tally=self._metrics.own if self._metrics is not None else None,
+            tally=self._own_tally,
         )
 
     # -- lifecycle ------------------------------------------------------------
@@ -141,7 +147,6 @@ class Supervisor:
             if error is not None:
                 log.error("Cannot import the task modules: %s. Not starting.", error)
                 return EXIT_IMPORT_ERROR
-        self._serve_metrics()  # a port in use stops us before anything is registered
         self._install_signals()
         self.broker.register_worker(self.name)
         log.info(
@@ -155,6 +160,7 @@ class Supervisor:
         if self.settings.reload and self.reread is not None:
             self._hot_reload = HotReload(self.settings, self.reread, self._ctx, self.config_file)
         self._start_pool()
+        self._serve_metrics()
         while self._stop_requests == 0:
             self._round()
             self._sleep()
@@ -166,6 +172,8 @@ class Supervisor:
             self.broker.unregister_worker(self.name)
         log.info("taskq worker %s stopped", self.name)
         self._trust.raise_error()  # stopped because the broker became untrusted: exit 1
+        if self._stop_error is not None:
+            raise self._stop_error
         return 0
 
     def _round(self) -> None:
@@ -401,9 +409,20 @@ class Supervisor:
     # -- monitoring -----------------------------------------------------------
 
     def _serve_metrics(self) -> None:
-        if self._metrics is None:
+        """Serve the metrics, after the first fork: the processes start without waiting
+        for prometheus_client to load, and do not hold the port. One that cannot be
+        served stops the worker (warm), with the error."""
+        if self._own_tally is None:
             return
-        self._metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
+        from .metrics import Metrics
+
+        self._metrics = Metrics(self._live_slots, self._own_tally)
+        try:
+            self._metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
+        except TaskqError as exc:
+            log.error("%s: stopping", exc)
+            self._stop_error = exc
+            self._stop_requests = max(self._stop_requests, 1)
 
     def _monitor(self) -> None:
         """Write this round's events; tell the metrics about the processes."""
@@ -454,14 +473,14 @@ class Supervisor:
         }
 
 
-def _metrics(slots: Callable[[], list[Slot]]) -> Metrics:
-    try:
-        from .metrics import Metrics
-    except ImportError as exc:
+def _check_metrics() -> Tally:
+    """The supervisor's own tally for the metrics, once their package is found."""
+    if importlib.util.find_spec("prometheus_client") is None:
         raise TaskqError(
-            f"metrics_port is set but {exc.name} is not installed: pip install 'taskq[metrics]'"
-        ) from None
-    return Metrics(slots)
+            "metrics_port is set but prometheus_client is not installed: "
+            "pip install 'taskq[metrics]'"
+        )
+    return Tally()
 
 
 def _signal(pid: int, signum: int) -> None:
