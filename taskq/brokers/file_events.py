@@ -72,7 +72,8 @@ class FileEvents:
         return st
 
     def _rotate(self, path: Path, inode: int) -> None:
-        lock = os.open(path.parent / _LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        lock = os.open(path.parent / _LOCK, flags, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             with contextlib.suppress(FileNotFoundError):

@@ -136,6 +136,38 @@ def test_events_follow_prints_a_new_event_and_stops_on_sigterm(
     ]
 
 
+def test_a_task_that_kills_its_process_is_recovered_in_the_events_and_the_metrics(
+    events_on: None, start_worker: Callable[..., WorkerProcess], broker_dir: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    start_worker("--metrics-port", str(port))
+    poison = itasks.kills_itself.delay(str(tmp_path / "attempts"))  # 2 attempts, then dead
+
+    wait_for(
+        lambda: ("dead-lettered", 2) in kinds(events_of(broker_dir), poison.id),
+        30,
+        "the poison message dead-lettered",
+    )
+
+    # A process killed mid-task loses what it had not written yet: its "started".
+    written = [k for k in kinds(events_of(broker_dir), poison.id) if k[0] != "started"]
+    assert written == [
+        ("published", 1),
+        ("recovered", 1),
+        ("retried", 1),
+        ("recovered", 2),
+        ("failed", 2),
+        ("dead-lettered", 2),
+    ]
+    wait_for(
+        lambda: 'taskq_recoveries_total{task="itasks.kills_itself"} 2.0' in scrape(port),
+        10,
+        "two recoveries counted",
+    )
+    text = scrape(port)
+    assert 'taskq_dead_letters_total{reason="poison",task="itasks.kills_itself"} 1.0' in text
+
+
 def test_metrics_count_the_tasks_a_real_worker_ran(
     start_worker: Callable[..., WorkerProcess], broker_dir: Path, tmp_path: Path
 ) -> None:
