@@ -3,7 +3,7 @@
 A process records events into a buffer and appends it to the broker
 (``Events.append_events``) in one batch: when the buffer is older than
 ``FLUSH_EVERY`` or holds ``BATCH`` events, when a worker child goes idle, at the
-supervisor's next round, and at exit. So a task pays for building a small dict,
+supervisor's next round, and at exit. So a task pays for formatting a line of text,
 not for a write. Events are best effort: one that cannot be written is logged
 (once) and dropped; the message itself is never held up.
 
@@ -36,16 +36,6 @@ log = logging.getLogger("taskq.events")
 
 FLUSH_EVERY = 0.25  # seconds an event waits in a process's buffer at most (while it runs)
 BATCH = 500  # events appended in one write at most
-KINDS = (
-    "published",
-    "started",
-    "succeeded",
-    "retried",
-    "failed",
-    "dead-lettered",
-    "expired",
-    "recovered",
-)
 _HOST = socket.gethostname()
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 _NUMBERS = (int, float)  # by type: a bool's repr is no JSON; these need no encoder
