@@ -14,6 +14,7 @@ from .config import Settings, load_settings
 # Re-exported where users (and tests) know them from; they live in current.py.
 from .current import default_app as default_app
 from .current import set_default_app as set_default_app
+from .events import Recorder
 from .keys import Keyring, keyring_for
 from .message import Message, dump_call, encode
 from .results import AsyncResult
@@ -44,6 +45,7 @@ class App:
         self._broker: Broker | None = None
         self._key: Keyring | None = None
         self._lock = threading.Lock()
+        self._events: Recorder | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, key: Keyring | None = None) -> App:
@@ -81,6 +83,16 @@ class App:
             self._key = keyring_for(self.settings, broker)
         return self._key
 
+    @property
+    def events(self) -> Recorder | None:
+        """This process's event recorder, if events are on."""
+        if self._events is None and self.settings.events:
+            broker = self.broker  # takes the lock itself
+            with self._lock:
+                if self._events is None:
+                    self._events = Recorder(broker, timer=True)
+        return self._events
+
     def task(
         self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any
     ) -> Any:
@@ -91,6 +103,9 @@ class App:
 
     def publish(self, message: Message, payload: bytes) -> None:
         self.broker.publish(message, encode(message, payload, self.key))
+        if (events := self.events) is not None:
+            # At its creation: a worker may start it before publish returns.
+            events.record("published", message, ts=message.created)
         if self.settings.eager:
             self._run_eagerly({message.queue})
 
@@ -101,6 +116,9 @@ class App:
     def publish_sealed(self, batch: Sequence[tuple[Message, bytes]]) -> int:
         """Publish messages already encoded with this app's key, as one batch."""
         published = self.broker.publish_many(batch)
+        if (events := self.events) is not None:
+            for message, _ in batch:
+                events.record("published", message, ts=message.created)
         if self.settings.eager:
             self._run_eagerly({m.queue for m, _ in batch})
         return published

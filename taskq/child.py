@@ -23,6 +23,7 @@ from .errors import ConsumerLost
 from .keys import Keyring
 from .output import TaskOutput
 from .slots import Slot
+from .tally import Tally
 from .worker import Worker, running_message, soft_limit
 
 log = logging.getLogger("taskq.worker")
@@ -50,9 +51,12 @@ def install_child_signals(on_stop: Callable[[], None]) -> None:
 EXIT_IMPORT_ERROR = 3
 
 
-def child_main(settings: Settings, key: Keyring, slot: Slot, consumer_name: str) -> None:
+def child_main(
+    settings: Settings, key: Keyring, slot: Slot, consumer_name: str, worker_name: str = ""
+) -> None:
     """Entry point of a forked worker child; it signs and verifies with the
-    supervisor's ``key`` (the broker's key is looked up once, by the supervisor)."""
+    supervisor's ``key`` (the broker's key is looked up once, by the supervisor).
+    ``worker_name`` (the supervisor's) marks the events the child records."""
     from .app import App
     from .current import set_default_app
 
@@ -80,7 +84,19 @@ def child_main(settings: Settings, key: Keyring, slot: Slot, consumer_name: str)
         log.error("Cannot import the task modules: %s", describe_import_error(exc))
         sys.exit(EXIT_IMPORT_ERROR)
     consumer = app.broker.open_consumer(settings.queues, consumer_name)
-    worker = Worker(app.broker, app.key, consumer, slot, settings.default_time_limit)
+    events = app.events
+    if events is not None:
+        events.worker = worker_name
+    tally = Tally() if settings.metrics_port else None
+    worker = Worker(
+        app.broker,
+        app.key,
+        consumer,
+        slot,
+        settings.default_time_limit,
+        events=events,
+        tally=tally,
+    )
     state["worker"] = worker
     worker.stopping = state["stop"]
     try:
@@ -90,6 +106,7 @@ def child_main(settings: Settings, key: Keyring, slot: Slot, consumer_name: str)
     except ConsumerLost as exc:
         log.error("%s: exiting, to be replaced", exc)
     finally:
+        worker.flush()
         consumer.close()
 
 

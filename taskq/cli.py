@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from . import admin, keys
+from . import admin, keys, monitor
 from .brokers import display_url, local_directory, open_broker
 from .config import Settings, config_file_path, load_settings
 from .errors import TaskqError
@@ -111,6 +111,9 @@ def main(broker: str | None, config: str | None) -> None:
 @click.option("--reload-dir", "reload_dirs", multiple=True, help="Another folder to watch.")
 @click.option("--reload-include", help="File globs that trigger a reload, comma-separated.")
 @click.option("--reload-exclude", help="File globs or folders never watched, comma-separated.")
+@click.option("--events/--no-events", default=None, help="Record events (taskq events).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus metrics.")
+@click.option("--metrics-host", help="Address of the metrics port (default: 127.0.0.1).")
 @click.pass_context
 @_errors_as_one_line
 def worker(ctx: click.Context, /, **flags: Any) -> None:
@@ -149,14 +152,19 @@ def worker(ctx: click.Context, /, **flags: Any) -> None:
     metavar="N",
     help="With --check: also exit 1 when a queue has more than N messages ready.",
 )
+@click.option("--active", is_flag=True, help="Also what each worker process runs now.")
 @click.pass_context
 @_errors_as_one_line
-def status(ctx: click.Context, as_json: bool, check: bool, max_depth: int | None) -> None:
+def status(
+    ctx: click.Context, as_json: bool, check: bool, max_depth: int | None, active: bool
+) -> None:
     """Queue depths, live workers and dead letters."""
     if max_depth is not None and not check:
         raise click.UsageError("--max-depth is a limit of --check: give --check too")
     report = admin.status(_settings(ctx))
     click.echo(json.dumps(report, indent=2) if as_json else admin.format_status(report))
+    if active and not as_json:  # --json holds every process already
+        click.echo("\nactive:\n" + monitor.format_active(monitor.processes_of(report["workers"])))
     if check:
         problems = admin.health_problems(report, max_depth)
         for problem in problems:
@@ -405,3 +413,39 @@ def dashboard(
             err=True,
         )
     board.run()
+
+
+# -- monitoring (docs/monitoring.md) -------------------------------------------
+
+
+@main.command()
+@_broker_options
+@click.option("--follow", "-f", is_flag=True, help="Wait for new events (stop with Ctrl-C).")
+@click.option("--queue", "-Q", help="Only events of this queue.")
+@click.option("--task", "-t", "task_name", help="Only events of this task.")
+@click.pass_context
+@_errors_as_one_line
+def events(ctx: click.Context, follow: bool, queue: str | None, task_name: str | None) -> None:
+    """Print the event log as JSON Lines, oldest first (events = true records it)."""
+    import signal
+
+    settings = _settings(ctx)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))  # stop like Ctrl-C
+    try:
+        for event in monitor.events(open_broker(settings), queue, task_name, follow):
+            click.echo(json.dumps(event, separators=(",", ":")))
+            if follow:
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@_broker_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_errors_as_one_line
+def inspect(ctx: click.Context, as_json: bool) -> None:
+    """What each worker process runs now: task, since when, attempt, time limit."""
+    processes = monitor.active(_settings(ctx))
+    click.echo(json.dumps(processes, indent=2) if as_json else monitor.format_active(processes))

@@ -102,6 +102,10 @@ class Settings:
     reload_grace: float = _key(
         30.0, "seconds a reload waits for tasks in flight before requeueing them uncounted"
     )
+    # -- monitoring (docs/monitoring.md) --
+    events: bool = _key(False, "record every message's state changes in the broker (taskq events)")
+    metrics_port: int = _key(0, "port the worker serves Prometheus metrics on; 0 = none")
+    metrics_host: str = _key("127.0.0.1", "address the metrics port listens on")
 
     def __post_init__(self) -> None:
         for name in _NAMES:
@@ -308,6 +312,8 @@ def _check_range(key: str, value: object, source: str) -> object:
             value = value.upper()
     elif key == "log_format" and value not in LOG_FORMATS:
         problem = f"must be one of {', '.join(LOG_FORMATS)}"
+    if key == "metrics_port" and isinstance(value, int) and value > 65535:
+        problem = "must be a TCP port (1-65535), or 0 for none"
     elif key in ("broker", "queues") and not value:
         problem = "must not be empty"
     if problem:

@@ -21,9 +21,11 @@ from datetime import datetime
 
 from .brokers.base import Broker, Inspection, KeyStore
 from .errors import BrokerError, TimeLimitExceeded, WorkerLost
+from .events import Recorder
 from .keys import Keyring
 from .policy import Outcome
 from .recovery import recover_consumer
+from .tally import Tally
 
 log = logging.getLogger("taskq.supervisor")
 trust_log = logging.getLogger("taskq.trust")
@@ -134,8 +136,18 @@ class Recoveries:
     """Settles the claims of dead consumers: the supervisor's own children as
     they are reaped, others' (and those whose settling failed) every sweep."""
 
-    def __init__(self, broker: Broker, key: Keyring, name: str, chores: Chores) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        key: Keyring,
+        name: str,
+        chores: Chores,
+        events: Recorder | None = None,
+        tally: Tally | None = None,
+    ) -> None:
         self._broker = broker
+        self._events = events
+        self._tally = tally
         self._key = key
         self._name = name
         self._chores = chores
@@ -147,7 +159,16 @@ class Recoveries:
         error = TimeLimitExceeded if outcome is Outcome.TIME_LIMIT else WorkerLost
         self._unsettled[consumer] = outcome
         with self._chores.chore("settle the messages of dead workers"):
-            recover_consumer(self._broker, self._key, consumer, outcome, error, self._name)
+            recover_consumer(
+                self._broker,
+                self._key,
+                consumer,
+                outcome,
+                error,
+                self._name,
+                self._events,
+                self._tally,
+            )
             del self._unsettled[consumer]
 
     def sweep(self, live: set[str]) -> None:

@@ -14,9 +14,11 @@ import logging
 from .brokers.base import Broker, Delivery
 from .crashpoints import crash_point
 from .errors import TaskqError
+from .events import Recorder
 from .keys import Keyring
 from .policy import Outcome
-from .settling import Settler
+from .settling import Settler, Unopened, classify
+from .tally import Tally
 from .worker import describe
 
 log = logging.getLogger("taskq.recovery")
@@ -29,6 +31,8 @@ def recover_consumer(
     outcome: Outcome | None,
     error_type: type[TaskqError],
     recovered_by: str,
+    events: Recorder | None = None,
+    tally: Tally | None = None,
 ) -> int:
     """Settle every message ``consumer`` held; ``outcome=None`` requeues them uncounted.
 
@@ -42,7 +46,7 @@ def recover_consumer(
     settler = Settler(broker, key, consumer)
     try:
         for delivery in deliveries:
-            _settle(broker, settler, delivery, outcome, error_type)
+            _settle(broker, settler, delivery, outcome, error_type, events, tally)
             crash_point("recovery.settled-one")
     except BaseException:
         # A full disk, say, half-way: the messages settled so far left claimed/,
@@ -67,8 +71,11 @@ def _settle(
     delivery: Delivery,
     outcome: Outcome | None,
     error_type: type[TaskqError],
+    events: Recorder | None,
+    tally: Tally | None,
 ) -> None:
     if outcome is None or not delivery.started:
+        _requeued(events, settler, delivery)
         broker.requeue(delivery)
         why = "worker stopped" if outcome is None else "taken ahead, never started"
         log.info("Message %s returned to ready/ (%s)", delivery.name, why)
@@ -81,4 +88,20 @@ def _settle(
         f"task {message.task}[{message.id}]: worker {delivery.consumer} "
         + ("passed the hard time limit" if outcome is Outcome.TIME_LIMIT else "died")
     )
-    describe(message, settler.settle(delivery, message, payload, outcome, error))
+    settled = settler.settle(delivery, message, payload, outcome, error)
+    describe(message, settled)
+    if events is not None:
+        events.record("recovered", message, consumer=delivery.consumer, requeued=False)
+        events.settled(message, settled.outcome, settled.decision, settled.value, None)
+    if tally is not None:
+        tally.recovered(message.task)
+        tally.settled(message.task, settled.outcome, settled.decision, None)
+
+
+def _requeued(events: Recorder | None, settler: Settler, delivery: Delivery) -> None:
+    """The ``recovered`` event of a claim given back unopened, if its envelope reads."""
+    if events is None:
+        return
+    opened = classify(delivery.data, settler.key, delivery.unsafe)
+    if not isinstance(opened, Unopened):
+        events.record("recovered", opened[0], consumer=delivery.consumer, requeued=True)

@@ -11,6 +11,7 @@ never ends it (see ``housekeeping``).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import multiprocess
 from multiprocess.connection import wait
@@ -30,12 +31,17 @@ from .brokers.base import Broker
 from .child import EXIT_IMPORT_ERROR, child_main
 from .config import Settings
 from .errors import TaskqError
+from .events import Recorder
 from .housekeeping import Chores, Recoveries, Sweep, TrustWatch
 from .keys import Keyring, keyring_for
 from .message import new_id, validate_queue
 from .policy import Outcome
 from .reload import HotReload, try_import
 from .slots import Slot
+from .tally import Tally
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger("taskq.supervisor")
 
@@ -113,7 +119,22 @@ class Supervisor:
         self._trust = TrustWatch(self.broker, self.settings.trust_check_interval)
         self._ctx = multiprocess.get_context("fork")
         self._sweep = Sweep(self.broker, every=_EXPIRE_EVERY, budget=_SWEEP_BUDGET)
-        self._recoveries = Recoveries(self.broker, self.key, self.name, self._chores)
+        # Monitoring: the supervisor's own events (recoveries, killed tasks), and
+        # metrics counted from the event log its children write.
+        self._events = Recorder(self.broker, self.name) if self.settings.events else None
+        # The metrics are served once the pool runs (see _serve_metrics); their
+        # package is looked for now, so that a missing one is one error at start.
+        self._metrics: Metrics | None = None
+        self._own_tally = _check_metrics() if self.settings.metrics_port else None
+        self._stop_error: TaskqError | None = None
+        self._recoveries = Recoveries(
+            self.broker,
+            self.key,
+            self.name,
+            self._chores,
+            events=self._events,
+            tally=self._own_tally,
+        )
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -139,16 +160,20 @@ class Supervisor:
         if self.settings.reload and self.reread is not None:
             self._hot_reload = HotReload(self.settings, self.reread, self._ctx, self.config_file)
         self._start_pool()
+        self._serve_metrics()
         while self._stop_requests == 0:
             self._round()
             self._sleep()
         if self._hot_reload is not None:
             self._hot_reload.stop()
         self._shutdown()
+        self._stop_monitoring()
         with self._chores.chore("unregister from workers/"):
             self.broker.unregister_worker(self.name)
         log.info("taskq worker %s stopped", self.name)
         self._trust.raise_error()  # stopped because the broker became untrusted: exit 1
+        if self._stop_error is not None:
+            raise self._stop_error
         return 0
 
     def _round(self) -> None:
@@ -168,12 +193,16 @@ class Supervisor:
             self._recoveries.sweep(live={c.consumer for c in self.children})
             with self._chores.chore("publish the status into workers/"):
                 self.broker.publish_worker_state(self.name, self.state())
+            if self._metrics is not None:
+                with self._chores.chore("read the queue depths for metrics"):
+                    self._metrics.read_depths(self.broker)
         with self._chores.chore("delete expired results, dead letters and litter"):
             dead_for = self.settings.dead_letter_expires
             self._sweep.tick(now, now - self.settings.result_expires, dead_for and now - dead_for)
         for child in self.children:
             if child.process is None and child.retire_by is None and now >= child.respawn_at:
                 self._spawn(child)
+        self._monitor()
 
     def _sleep(self) -> None:
         # Wake early when a child dies, a signal arrives (set_wakeup_fd) or sources change.
@@ -199,6 +228,8 @@ class Supervisor:
             self._spawn(child)
 
     def _spawn(self, child: Child) -> None:
+        if self._metrics is not None:
+            self._metrics.retire(child.slot)  # keeps the counts of its last process
         child.slot.reset()
         child.consumer = f"{self.name}-{child.slot.index}-{new_id()[:6]}"
         child.kill_reason = None
@@ -206,7 +237,7 @@ class Supervisor:
         self._vouch(add=child.consumer)  # alive before it claims anything
         process = self._ctx.Process(
             target=child_main,
-            args=(self.settings, self.key, child.slot, child.consumer),
+            args=(self.settings, self.key, child.slot, child.consumer, self.name),
             name=f"worker-{child.slot.index}",
         )
         with self._chores.chore("start a worker process"):
@@ -221,6 +252,8 @@ class Supervisor:
                 continue
             if child.retire_by is not None:  # an old pool's child: not respawned
                 self._settle_dead_child(child, process.exitcode)
+                if self._metrics is not None:
+                    self._metrics.retire(child.slot)
                 self.children.remove(child)
                 continue
             # A death mid-task is the task's doing and its retry policy's business
@@ -373,6 +406,42 @@ class Supervisor:
                 self._settle_dead_child(child, exitcode)
                 child.process = None
 
+    # -- monitoring -----------------------------------------------------------
+
+    def _serve_metrics(self) -> None:
+        """Serve the metrics, after the first fork: the processes start without waiting
+        for prometheus_client to load, and do not hold the port. One that cannot be
+        served stops the worker (warm), with the error."""
+        if self._own_tally is None:
+            return
+        from .metrics import Metrics
+
+        self._metrics = Metrics(self._live_slots, self._own_tally)
+        try:
+            self._metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
+        except TaskqError as exc:
+            log.error("%s: stopping", exc)
+            self._stop_error = exc
+            self._stop_requests = max(self._stop_requests, 1)
+
+    def _monitor(self) -> None:
+        """Write this round's events; tell the metrics about the processes."""
+        if self._events is not None:
+            self._events.flush()
+        if self._metrics is not None:
+            live = [c for c in self.children if c.process is not None]
+            self._metrics.update(len(live), sum(1 for c in live if c.slot.read().busy))
+
+    def _live_slots(self) -> list[Slot]:
+        """The slots of live processes (called from the metrics' thread: a copy)."""
+        return [c.slot for c in list(self.children) if c.process is not None]
+
+    def _stop_monitoring(self) -> None:
+        if self._events is not None:
+            self._events.flush()
+        if self._metrics is not None:
+            self._metrics.stop()
+
     # -- status ---------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
@@ -389,6 +458,9 @@ class Supervisor:
                     "task": posting.task or None,
                     "task_id": posting.task_id or None,
                     "started_at": posting.started_at or None,
+                    "attempt": posting.attempt if posting.busy else None,
+                    "time_limit": posting.time_limit or None if posting.busy else None,
+                    "deadline": posting.deadline or None,
                 }
             )
         return {
@@ -399,6 +471,16 @@ class Supervisor:
             "updated": time.time(),
             "children": children,
         }
+
+
+def _check_metrics() -> Tally:
+    """The supervisor's own tally for the metrics, once their package is found."""
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise TaskqError(
+            "metrics_port is set but prometheus_client is not installed: "
+            "pip install 'taskq[metrics]'"
+        )
+    return Tally()
 
 
 def _signal(pid: int, signum: int) -> None:

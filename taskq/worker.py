@@ -24,11 +24,13 @@ from .errors import (
     TaskNotFound,
     describe_error,
 )
+from .events import FLUSH_EVERY, Recorder
 from .keys import Keyring
 from .message import Message, load_value
 from .policy import Ack, Dead, Decision, Outcome, RetryAt, is_expired
 from .settling import Settled, Settler
 from .slots import Slot
+from .tally import Tally
 from .task import Request, Task, registry
 
 log = logging.getLogger("taskq.worker")
@@ -45,10 +47,17 @@ class Worker:
         slot: Slot | None = None,
         default_time_limit: float = 0.0,
         on_failure: Callable[[Message, BaseException, Decision], None] | None = None,
+        events: Recorder | None = None,
+        tally: Tally | None = None,
     ) -> None:
         """``on_failure`` hears of each attempt that did not succeed, once it is
-        settled (``App.join`` re-raises a task's error through it)."""
+        settled (``App.join`` re-raises a task's error through it). ``events``
+        records what happens to each message, flushed when the loop goes idle;
+        ``tally`` counts it for the metrics, posted into ``slot`` as often."""
         self.broker = broker
+        self.events = events
+        self.tally = tally
+        self._post_at = 0.0  # when the tally is next posted, if it changed
         self.on_failure = on_failure
         self.default_time_limit = default_time_limit
         self.key = key
@@ -60,7 +69,9 @@ class Worker:
 
     def run(self, should_continue: Callable[[], bool] = lambda: True) -> None:
         while not self.stopping and should_continue():
-            delivery = self.consumer.claim(timeout=1.0)
+            delivery = self.consumer.claim(timeout=FLUSH_EVERY if self._unwritten else 1.0)
+            if delivery is None:
+                self.flush()  # idle: nothing is held up by writing them now
             if delivery is not None and not self.stopping:
                 crash_point("claim.claimed")
                 try:
@@ -69,6 +80,18 @@ class Worker:
                     return  # the supervisor gives the claim back once this process exits
             elif delivery is not None:
                 self.broker.requeue(delivery)  # claimed as a stop came in: not started
+
+    @property
+    def _unwritten(self) -> bool:
+        return (self.events is not None and self.events.pending) or self._post_at > 0
+
+    def flush(self) -> None:
+        """Write the buffered events and post the tally, if any."""
+        if self.events is not None:
+            self.events.flush()
+        if self.tally is not None and self._post_at:
+            self.slot.post_stats(self.tally.to_bytes())
+            self._post_at = 0.0
 
     def process(self, delivery: Delivery) -> None:
         opened = self._settled(lambda: self.settler.open(delivery))
@@ -80,6 +103,16 @@ class Worker:
             lambda: self.settler.settle(delivery, message, payload, outcome, value, countdown)
         )
         describe(message, settled, elapsed_ms)
+        runtime = None if elapsed_ms is None else elapsed_ms / 1000
+        if self.events is not None:
+            self.events.settled(message, settled.outcome, settled.decision, settled.value, runtime)
+        if self.tally is not None:
+            self.tally.settled(message.task, settled.outcome, settled.decision, runtime)
+            now = time.monotonic()
+            if not self._post_at:
+                self._post_at = now + FLUSH_EVERY
+            elif now >= self._post_at:
+                self.flush()
         if self.on_failure is not None and not isinstance(settled.decision, Ack):
             self.on_failure(message, settled.value, settled.decision)
 
@@ -109,7 +142,9 @@ class Worker:
         # A task's own time_limit=0 means no limit; None means the worker's default.
         limit = self.default_time_limit if message.time_limit is None else message.time_limit
         deadline = started + limit if limit else 0.0
-        self.slot.start(message.id, message.task, started, deadline)
+        self.slot.start(message.id, message.task, started, deadline, message.retries + 1, limit)
+        if self.events is not None:
+            self.events.started(message, limit)
         global _running
         _running = message
         try:

@@ -11,6 +11,8 @@ MODULES = {
     "taskq": "taskq_default",
     "taskq-durable": "taskq_durable",
     "taskq-redis": "taskq_redis",
+    "taskq+monitoring": "taskq_monitored",
+    "taskq-redis+monitoring": "taskq_monitored:TaskqRedisMonitoredSystem",
     "celery-redis": "celery_redis",
     "celery-rabbitmq": "celery_rabbitmq",
     "celery-filesystem": "celery_filesystem",
@@ -25,6 +27,7 @@ MODULES = {
 
 def load(name: str) -> System:
     """The adapter for ``name`` (a key of ``MODULES``)."""
-    module = importlib.import_module(f"{__name__}.{MODULES[name]}")
-    system: System = module.SYSTEM()
+    module_name, _, class_name = MODULES[name].partition(":")
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    system: System = getattr(module, class_name or "SYSTEM")()
     return system

@@ -16,6 +16,7 @@ class TaskqSystem(System):
     name = "taskq"
     packages = ("taskq",)
     durable = False
+    monitored = False  # events and metrics on (the +monitoring variants)
     worker_mode = "`taskq worker --concurrency 2`: a supervisor and 2 worker processes"
     chaos_recovery = (
         "at once: the kernel drops a dead consumer's `flock`, the supervisor (or the next "
@@ -31,7 +32,7 @@ class TaskqSystem(System):
         from taskq import App
 
         self.broker = self.broker_url(work, token)
-        self.app = App(broker=self.broker, durable=self.durable)
+        self.app = App(broker=self.broker, durable=self.durable, events=self.monitored)
         self.noop = self.app.task(record.noop, name="bench.noop", ignore_result=True)
         self.stamp = self.app.task(record.stamp, name="bench.stamp", ignore_result=True)
         from ..peers.taskq_tasks import CHAOS_OPTIONS
@@ -85,7 +86,19 @@ class TaskqSystem(System):
         ]
 
     def worker_env(self) -> dict[str, str]:
-        return {"TASKQ_DURABLE": "true" if self.durable else "false"}
+        env = {"TASKQ_DURABLE": "true" if self.durable else "false"}
+        if self.monitored:
+            env |= {"TASKQ_EVENTS": "true", "TASKQ_METRICS_PORT": str(free_port())}
+        return env
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a worker's metrics."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 SYSTEM = TaskqSystem

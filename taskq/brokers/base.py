@@ -14,8 +14,8 @@ States a message goes through::
 
 ``Broker`` is every part together: ``Queues`` (the states above), ``Recovery``
 (dead consumers), ``Inspection`` (what ``taskq`` commands read), ``ResultStore``,
-``Registry`` (live supervisors), ``KeyStore``, ``Housekeeping`` and ``Chords``
-(the state of ``canvas.chord``). Code that
+``Registry`` (live supervisors), ``KeyStore``, ``Housekeeping``, ``Chords``
+(the state of ``canvas.chord``) and ``Events``. Code that
 needs one part names that part. What only one implementation needs (the file
 broker's tmp/ litter, its recycled files) stays in that implementation.
 """
@@ -306,6 +306,21 @@ class Transfer(Protocol):
         destination holds it); one gone meanwhile is not an error."""
 
 
+class Events(Protocol):
+    """The event log (``taskq events``, metrics): what happened to messages, as JSON
+    objects, oldest first, capped in size (the oldest go first). Best effort: an
+    event is never worth failing or slowing down a task."""
+
+    def append_events(self, events: Sequence[str]) -> None:
+        """Append a batch of events, each a JSON object encoded on one line (the
+        recorder encodes them: a broker stores text); readers see whole events."""
+
+    def read_events(self, after: str = "", limit: int = 1000) -> tuple[list[dict[str, Any]], str]:
+        """Up to ``limit`` events appended after the cursor ``after`` ("": from the oldest
+        kept), and the cursor to read on from. A cursor whose events were dropped
+        (rotated, trimmed) reads on from the oldest kept."""
+
+
 class Broker(
     Queues,
     Recovery,
@@ -316,6 +331,7 @@ class Broker(
     Housekeeping,
     Chords,
     Transfer,
+    Events,
     Protocol,
 ):
     """Everything taskq asks of a broker: each part above, in one object."""

@@ -8,6 +8,7 @@ Layout under the root (created 0700)::
     queues/<q>/scheduled/             names start with the ETA
     queues/<q>/claimed/<consumer>/    one folder per live consumer, with a locked .lock
     queues/<q>/dead/                  dead messages, each beside <name>.json saying why
+    events/events.jsonl               the event log, when events are on (file_events.py)
     results/<id>                      signed results
 
 Every move is ``rename(2)`` within one filesystem, so a file is in exactly one
@@ -31,6 +32,7 @@ from ..message import Message, new_id, validate_queue
 from .base import Delivery
 from .consumer import FileConsumer, read_claimed
 from .file_admin import FileAdmin
+from .file_events import FileEvents
 from .file_stores import STATES
 from .file_transfer import FileTransfer
 from .fs import (
@@ -52,7 +54,7 @@ _LOCK = ".lock"
 _BATCH = 1000  # messages a durable publish_many makes durable with one flush
 
 
-class FileBroker(FileAdmin, FileTransfer):
+class FileBroker(FileEvents, FileAdmin, FileTransfer):
     """A broker that is a directory. Safe for many processes on one host."""
 
     def __init__(

@@ -23,6 +23,7 @@ from ..errors import TaskqError
 from ..message import Message, validate_queue
 from .base import CLAIMED, DEAD, READY, SCHEDULED, DeadLetter, Delivery, QueueCounts, Stored
 from .memory_chords import MemoryChords, _Chord
+from .memory_events import MemoryEvents
 from .memory_stores import MemoryStores
 from .names import eta_of, id_in_state, id_of, ready_name_of, scheduled_name
 
@@ -69,7 +70,7 @@ class MemoryConsumer:
         self._broker._close(self.name)
 
 
-class MemoryBroker(MemoryStores, MemoryChords):
+class MemoryBroker(MemoryEvents, MemoryStores, MemoryChords):
     """A broker in this process's memory; safe for many threads, invisible to
     other processes (a ``taskq worker`` cannot serve it: run tasks with ``App.join``)."""
 
@@ -83,7 +84,8 @@ class MemoryBroker(MemoryStores, MemoryChords):
         self._recovering: set[str] = set()
         self._dead_order = 0
         self._chords: dict[str, _Chord] = {}
-        super().__init__()
+        MemoryStores.__init__(self)
+        MemoryEvents.__init__(self)
 
     def __repr__(self) -> str:
         return f"MemoryBroker({self.name!r})"
@@ -105,6 +107,7 @@ class MemoryBroker(MemoryStores, MemoryChords):
             self._results.clear()
             self._workers.clear()
             self._chords.clear()
+            self._events.clear()
 
     def queues(self) -> list[str]:
         with self._lock:

@@ -4,6 +4,7 @@ modes) stay in tests/unit/test_file_broker.py."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -546,3 +547,60 @@ def test_export_while_a_consumer_claims_yields_every_message_exactly_once(broker
         racer.join(30)
     # Claimed, never acked: every message is in the broker throughout.
     assert sorted(listed) == sorted(ids)
+
+
+# -- events --------------------------------------------------------------------
+
+
+def lines(*events: dict[str, Any]) -> list[str]:
+    """Events as a recorder gives them to a broker: JSON objects, one a line."""
+    return [json.dumps(e) for e in events]
+
+
+def test_events_are_read_in_order_and_a_cursor_reads_on_after_them(broker: Any) -> None:
+    broker.append_events(lines({"event": "published", "n": 1}, {"event": "started", "n": 2}))
+    first, cursor = broker.read_events()
+    broker.append_events(lines({"event": "succeeded", "n": 3}))
+
+    more, cursor2 = broker.read_events(cursor)
+
+    assert [e["n"] for e in first] == [1, 2]
+    assert more == [{"event": "succeeded", "n": 3}]
+    assert broker.read_events(cursor2) == ([], cursor2)
+
+
+def test_events_are_read_at_most_limit_at_a_time(broker: Any) -> None:
+    broker.append_events(lines(*({"n": n} for n in range(5))))
+
+    page, cursor = broker.read_events(limit=3)
+    rest, _ = broker.read_events(cursor, limit=3)
+
+    assert [e["n"] for e in page] == [0, 1, 2]
+    assert [e["n"] for e in rest] == [3, 4]
+
+
+def test_an_unknown_event_cursor_reads_from_the_oldest_kept(broker: Any) -> None:
+    broker.append_events(lines({"n": 1}))
+
+    events, _ = broker.read_events("not-a-cursor")
+
+    assert events == [{"n": 1}]
+
+
+def test_event_batches_of_racing_writers_stay_whole(broker: Any) -> None:
+    def write(writer: int) -> None:
+        for batch in range(20):
+            broker.append_events(lines(*({"w": writer, "b": batch, "i": i} for i in range(10))))
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+    events, cursor = broker.read_events(limit=10_000)
+    assert len(events) == 4 * 20 * 10
+    for writer in range(4):  # each writer's events in the order it wrote them
+        mine = [(e["b"], e["i"]) for e in events if e["w"] == writer]
+        assert mine == sorted(mine)
+    assert broker.read_events(cursor) == ([], cursor)
