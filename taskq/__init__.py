@@ -21,6 +21,7 @@ from .errors import (
     TimeLimitExceeded,
     WorkerLost,
 )
+from .periodic import periodic
 from .results import AsyncResult
 from .task import Task, task
 
@@ -37,5 +38,6 @@ __all__ = [
     "TaskqError",
     "TimeLimitExceeded",
     "WorkerLost",
+    "periodic",
     "task",
 ]

@@ -110,6 +110,13 @@ def main(broker: str | None, config: str | None) -> None:
 @click.option("--reload-dir", "reload_dirs", multiple=True, help="Another folder to watch.")
 @click.option("--reload-include", help="File globs that trigger a reload, comma-separated.")
 @click.option("--reload-exclude", help="File globs or folders never watched, comma-separated.")
+@click.option(
+    "--no-schedule",
+    "schedule",
+    flag_value=False,
+    default=None,
+    help="Do not run the @periodic tasks' schedule in this worker.",
+)
 @click.pass_context
 @_errors_as_one_line
 def worker(ctx: click.Context, /, **flags: Any) -> None:
@@ -287,3 +294,20 @@ def key_prune(ctx: click.Context) -> None:
     settings = _settings(ctx)
     dropped = keys.prune(settings, open_broker(settings))
     click.echo(f"dropped {dropped} previous key(s)" if dropped else "no previous key to drop")
+
+
+@main.command()
+@click.option("--app", "-A", "modules", help="Task modules to import, comma-separated.")
+@_broker_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_errors_as_one_line
+def schedule(ctx: click.Context, modules: str | None, as_json: bool) -> None:
+    """The periodic tasks of the -A modules: schedule, next run, last run."""
+    import time
+
+    from .scheduler import format_schedule, schedule_report
+
+    settings = _settings(ctx, modules=_csv(modules))
+    rows = schedule_report(settings, open_broker(settings), time.time())
+    click.echo(json.dumps(rows, indent=2) if as_json else format_schedule(rows))

@@ -102,6 +102,8 @@ class Settings:
     reload_grace: float = _key(
         30.0, "seconds a reload waits for tasks in flight before requeueing them uncounted"
     )
+    schedule: bool = _key(True, "taskq worker runs the @periodic tasks' schedule (--no-schedule)")
+    timezone: str = _key("UTC", "time zone of cron schedules without tz= (an IANA name)")
 
     def __post_init__(self) -> None:
         for name in _NAMES:
@@ -310,9 +312,22 @@ def _check_range(key: str, value: object, source: str) -> object:
         problem = f"must be one of {', '.join(LOG_FORMATS)}"
     elif key in ("broker", "queues") and not value:
         problem = "must not be empty"
+    elif key == "timezone":
+        problem = _zone_problem(str(value))
     if problem:
         raise ConfigError(f"{key} from {source} {problem}, got {value!r}")
     return value
+
+
+def _zone_problem(name: str) -> str:
+    """Why ``name`` is not a time zone zoneinfo knows, or "" (periodic tasks' ``timezone``)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "must be an IANA time zone name such as 'UTC' or 'Europe/Paris'"
+    return ""
 
 
 def _unknown(key: str, source: str) -> ConfigError:

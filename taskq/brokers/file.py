@@ -31,6 +31,7 @@ from ..message import Message, new_id, validate_queue
 from .base import Delivery
 from .consumer import FileConsumer, read_claimed
 from .file_admin import FileAdmin
+from .file_schedule import FileSchedule
 from .file_stores import STATES
 from .fs import (
     fsync_dir,
@@ -51,7 +52,7 @@ _LOCK = ".lock"
 _BATCH = 1000  # messages a durable publish_many makes durable with one flush
 
 
-class FileBroker(FileAdmin):
+class FileBroker(FileAdmin, FileSchedule):
     """A broker that is a directory. Safe for many processes on one host."""
 
     def __init__(

@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import TaskqError
 from ..message import Message, validate_queue
 from .base import DeadLetter, Delivery, QueueCounts
-from .memory_stores import MemoryStores
+from .memory_stores import MemorySchedule, MemoryStores
 from .names import eta_of, id_of, ready_name_of, scheduled_name
 
 
@@ -68,7 +68,7 @@ class MemoryConsumer:
         self._broker._close(self.name)
 
 
-class MemoryBroker(MemoryStores):
+class MemoryBroker(MemoryStores, MemorySchedule):
     """A broker in this process's memory; safe for many threads, invisible to
     other processes (a ``taskq worker`` cannot serve it: run tasks with ``App.join``)."""
 
@@ -102,6 +102,8 @@ class MemoryBroker(MemoryStores):
             self._recovering.clear()
             self._results.clear()
             self._workers.clear()
+            for kept in self._schedule:
+                kept.clear()
 
     def queues(self) -> list[str]:
         with self._lock:

@@ -1,0 +1,300 @@
+"""Running the periodic schedule: one process per ``taskq worker``, one owner per broker.
+
+The supervisor never imports user code, so it forks a scheduler process
+(``scheduler_main``) that imports the task modules, finds the ``@periodic``
+tasks and publishes their ticks, while it holds the broker's schedule lease.
+Every worker on a broker runs one; only the lease holder publishes, and when
+it dies the lease lapses (file broker: at once; Redis: after ``LEASE_TTL``)
+and another takes over. A reload restarts it on the new code.
+
+Each tick is published once: the lease makes one publisher, and a tick is
+recorded (``record_tick``) after its message is published under an id made
+from the task and the tick, so that an owner taking over after a crash between
+the two finds the message (queued, running or with a result) and does not
+publish it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from typing import Any
+
+from .brokers.base import Broker
+from .config import Settings
+from .errors import TaskqError
+from .keys import Keyring
+from .message import new_id
+from .periodic import Periodic, iter_periodic, zone
+
+log = logging.getLogger("taskq.schedule")
+
+LEASE = "schedule"  # the one lease of the whole schedule
+LEASE_TTL = 3.0  # seconds a silent owner keeps the lease (brokers that need a TTL)
+STEP = 0.2  # seconds between rounds: renewals and due ticks
+ON_TIME = 2.0  # a tick published later than this after its time was missed
+
+
+def tick_id(task: str, tick: float) -> str:
+    """The message id of ``task``'s tick at ``tick``: the same on every worker."""
+    digest = hashlib.sha256(task.encode()).hexdigest()[:16]
+    return f"tick-{digest}-{round(tick * 1000)}"
+
+
+def _iso(moment: float, tz: tzinfo) -> str:
+    return datetime.fromtimestamp(moment, tz).isoformat(timespec="seconds")
+
+
+@dataclass
+class Scheduler:
+    """Publishes due ticks while holding the lease; one round per ``step``."""
+
+    broker: Broker
+    entries: list[Periodic]
+    owner: str
+    default_tz: str = "UTC"
+    owning: bool = False
+    _unsure: set[str] = field(default_factory=set)  # ticks not yet published since taking over
+
+    def tz(self, entry: Periodic) -> tzinfo:
+        return zone(entry.schedule.tz or self.default_tz)
+
+    def step(self, now: float) -> int:
+        """Renew or take the lease; publish what is due. How many ticks were settled
+        (published now, or found published by an owner that died before recording them)."""
+        if not self.broker.acquire_lease(LEASE, self.owner, LEASE_TTL):
+            if self.owning:
+                log.warning("Lost the schedule to another worker")
+            self.owning = False
+            return 0
+        if not self.owning:
+            log.info("This worker now runs the schedule (%s)", self.owner)
+            self.owning = True
+            self._unsure = {e.task.name for e in self.entries}
+        return sum(self._due(entry, now) for entry in self.entries)
+
+    def _due(self, entry: Periodic, now: float) -> bool:
+        name, schedule, tz = entry.task.name, entry.schedule, self.tz(entry)
+        latest = schedule.latest(now, tz)
+        last = self.broker.last_tick(name)
+        if last is not None and latest <= last:
+            return False
+        late = now - latest > ON_TIME
+        if last is None and late:
+            # Never ran on this broker: nothing was missed, start from the next tick.
+            self.broker.record_tick(name, latest)
+            return False
+        missed = (schedule.ticks_between(last, latest, tz) if last is not None else 0) + late
+        if missed and schedule.missed == "skip":
+            log.warning(
+                "Periodic task %s missed %d tick(s) while no worker ran the schedule "
+                "(last at %s): skipped (missed='skip')",
+                name,
+                missed,
+                _iso(last or latest, tz),
+            )
+            if late:
+                self.broker.record_tick(name, latest)
+                return False
+        elif missed:
+            log.warning(
+                "Periodic task %s missed %d tick(s) while no worker ran the schedule "
+                "(last at %s): running it once now (missed='run_once')",
+                name,
+                missed,
+                _iso(last or latest, tz),
+            )
+        self._publish(entry, latest)
+        self.broker.record_tick(name, latest)
+        return True
+
+    def _publish(self, entry: Periodic, tick: float) -> None:
+        name, task_id = entry.task.name, tick_id(entry.task.name, tick)
+        if name in self._unsure:
+            # The previous owner may have died between publishing and recording.
+            self._unsure.discard(name)
+            found = self.broker.find(task_id) or self.broker.load_result(task_id)
+            if found is not None:
+                log.info("Tick %s of %s was published before the takeover", task_id, name)
+                return
+        entry.task.apply_async(task_id=task_id)
+        log.debug("Published tick %s of %s", task_id, name)
+
+    def release(self) -> None:
+        if self.owning:
+            self.owning = False
+            with contextlib.suppress(TaskqError, OSError):
+                self.broker.release_lease(LEASE, self.owner)
+
+
+def scheduler_main(settings: Settings, key: Keyring, owner: str) -> None:
+    """Entry point of the scheduler process a supervisor forks: import the task
+    modules, then run the schedule until told to stop. Exits 0 at once when the
+    modules declare no periodic task (the supervisor does not restart it then)."""
+    from .app import App
+    from .child import (
+        EXIT_IMPORT_ERROR,
+        _stop_when_parent_dies,
+        describe_import_error,
+        import_modules,
+        install_child_signals,
+    )
+    from .current import set_default_app
+
+    stop = threading.Event()
+    install_child_signals(stop.set)
+    parent = _stop_when_parent_dies()
+    import multiprocessing  # logging names processes after the stdlib's idea of them
+
+    multiprocessing.current_process().name = "scheduler"
+    app = App.from_settings(settings, key=key)
+    set_default_app(app)
+    try:
+        import_modules(settings.modules)
+    except (Exception, SystemExit) as exc:
+        log.error("Cannot import the task modules: %s", describe_import_error(exc))
+        sys.exit(EXIT_IMPORT_ERROR)
+    entries = list(iter_periodic())
+    if not entries:
+        return
+    scheduler = Scheduler(app.broker, entries, owner, settings.timezone)
+    log.info(
+        "Schedule: %s",
+        "; ".join(f"{e.task.name} {e.schedule.describe(settings.timezone)}" for e in entries),
+    )
+    failing = ""
+    try:
+        while not stop.is_set() and os.getppid() == parent:
+            try:
+                scheduler.step(time.time())
+                failing = ""
+            except (TaskqError, OSError) as exc:
+                if str(exc) != failing:  # once per error, not every round
+                    log.error("Cannot run the schedule: %s (trying again)", exc)
+                failing = str(exc)
+            stop.wait(STEP)
+    finally:
+        scheduler.release()
+
+
+_BACKOFF_MAX = 30.0
+
+
+@dataclass
+class SchedulerProcess:
+    """The supervisor's handle on its scheduler process: start, restart when it
+    dies (with back-off), restart on reload, stop. It never imports user code."""
+
+    context: Any
+    worker: str
+    process: Any = None
+    idle: bool = False  # exited 0: the code declares no periodic task
+    failures: int = 0
+    respawn_at: float = 0.0
+    _started: float = 0.0
+    _retiring: list[Any] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else int(self.process.pid)
+
+    def keep(self, settings: Settings, key: Keyring, now: float) -> None:
+        """Reap a dead scheduler and start one when due; called every round."""
+        self._retiring = [p for p in self._retiring if p.is_alive()]
+        if self.process is not None and not self.process.is_alive():
+            self._reaped(self.process.exitcode, now)
+        if self.process is None and not self.idle and settings.schedule and now >= self.respawn_at:
+            owner = f"{self.worker}/scheduler-{new_id()[:6]}"
+            process = self.context.Process(
+                target=scheduler_main, args=(settings, key, owner), name="scheduler"
+            )
+            process.start()
+            self.process, self._started = process, now
+
+    def _reaped(self, exitcode: int | None, now: float) -> None:
+        self.process = None
+        if exitcode == 0:
+            self.idle = True  # no periodic task: nothing to run until a reload
+            return
+        early = now - self._started < 5.0
+        self.failures = self.failures + 1 if early else 1
+        delay = min(0.1 * 2 ** (self.failures - 1), _BACKOFF_MAX)
+        log.error(
+            "The scheduler process died (exit code %s): restarting in %.1f s", exitcode, delay
+        )
+        self.respawn_at = now + delay
+
+    def roll(self) -> None:
+        """A reload: stop this scheduler; the next round starts one on the new code."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGTERM)
+            self._retiring.append(self.process)
+        self.process, self.idle, self.failures, self.respawn_at = None, False, 0, 0.0
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the scheduler (and any retiring one), bounded by ``timeout``."""
+        processes = [p for p in [self.process, *self._retiring] if p is not None]
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
+                process.join(5)
+        self.process, self._retiring = None, []
+
+
+# -- what `taskq schedule` shows ---------------------------------------------------
+
+
+def schedule_report(settings: Settings, broker: Broker, now: float) -> list[dict[str, Any]]:
+    """Each periodic task of ``settings.modules`` (imported here, in the CLI's
+    process), its schedule, next run and last run (read from the broker)."""
+    from .child import describe_import_error, import_modules
+
+    if not settings.modules:
+        raise TaskqError("no task modules: give -A MODULE (or `modules` in taskq.toml)")
+    try:
+        import_modules(settings.modules)
+    except (Exception, SystemExit) as exc:
+        raise TaskqError(f"cannot import the task modules: {describe_import_error(exc)}") from None
+    rows = []
+    for entry in iter_periodic():
+        tz = zone(entry.schedule.tz or settings.timezone)
+        last = broker.last_tick(entry.task.name)
+        rows.append(
+            {
+                "task": entry.task.name,
+                "schedule": entry.schedule.describe(settings.timezone),
+                "timezone": entry.schedule.tz or settings.timezone,
+                "queue": entry.task.options.queue,
+                "missed": entry.schedule.missed,
+                "next_run": _iso(entry.schedule.next_after(now, tz), tz),
+                "last_run": None if last is None else _iso(last, tz),
+            }
+        )
+    return rows
+
+
+def format_schedule(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no periodic tasks in these modules"
+    lines = [f"{'task':<32} {'schedule':<28} {'next run':<26} {'last run':<26} queue"]
+    for r in rows:
+        lines.append(
+            f"{r['task']:<32} {r['schedule']:<28} {r['next_run']:<26} "
+            f"{r['last_run'] or 'never':<26} {r['queue']}"
+        )
+    return "\n".join(lines)
