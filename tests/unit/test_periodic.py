@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from taskq import App, periodic
-from taskq.brokers.memory import MemoryBroker
 from taskq.config import load_settings
 from taskq.errors import ConfigError, TaskqError
 from taskq.periodic import Periodic, Schedule, periodic_tasks
@@ -73,7 +72,7 @@ def test_invalid_cron_fails_at_declaration_naming_the_task_and_the_expression() 
 def test_a_bad_schedule_is_refused_saying_what_is_wrong(
     schedule: dict[str, Any], says: str
 ) -> None:
-    with pytest.raises(TaskqError, match="tests.periodic.refused") as error:
+    with pytest.raises(TaskqError, match=r"tests\.periodic\.refused") as error:
         periodic(name="tests.periodic.refused", **schedule)(nothing)
     assert says in str(error.value)
 
@@ -87,7 +86,7 @@ def test_a_periodic_task_is_still_a_task_with_its_options_and_delay(app: App) ->
 
 def test_the_timezone_setting_is_checked_by_name() -> None:
     assert load_settings(overrides={"timezone": "Europe/Paris"}).timezone == "Europe/Paris"
-    with pytest.raises(ConfigError, match="timezone .* IANA time zone"):
+    with pytest.raises(ConfigError, match=r"timezone .* IANA time zone"):
         load_settings(overrides={"timezone": "Paris"})
 
 
