@@ -169,3 +169,39 @@ def test_a_worker_with_no_schedule_runs_no_scheduler(start: StartWorker, broker_
     state = worker.state()
     assert state is not None and state["scheduler"] is None
     assert "Schedule:" not in worker.log()
+
+
+SCHEDULED_SOURCE = """
+import os
+
+from taskq import periodic
+
+
+@periodic(every=1, bind=True, max_retries=0, name="proj.{name}")
+def {name}(self):
+    folder = os.environ["PERIODIC_RUNS"]
+    path = os.path.join(folder, f"{{self.request.id}}.{{os.getpid()}}.{{os.urandom(4).hex()}}")
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+"""
+
+
+def test_a_reload_makes_the_schedule_follow_the_new_code(
+    worker: StartWorker, runs_dir: Path, taskq_app: App, tmp_path: Path
+) -> None:
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    module = proj / "sched.py"
+    module.write_text(SCHEDULED_SOURCE.format(name="old_beat"))
+    env = {"PERIODIC_RUNS": str(runs_dir)}
+    started = worker("sched", "--reload", concurrency=1, cwd=proj, env=env)
+    old, new = tick_id("proj.old_beat", 0)[:21], tick_id("proj.new_beat", 0)[:21]
+    wait_for(lambda: any(t.startswith(old) for t, _ in runs(runs_dir)), 20, "old_beat's run")
+    module.write_text(SCHEDULED_SOURCE.format(name="new_beat"))
+    wait_for(lambda: any(t.startswith(new) for t, _ in runs(runs_dir)), 30, "new_beat's run")
+    first_new = min(tick_of(t) for t, _ in runs(runs_dir) if t.startswith(new))
+    wait_for(
+        lambda: any(tick_of(t) >= first_new + 2 for t, _ in runs(runs_dir)), 20, "two more ticks"
+    )
+    assert not [t for t, _ in runs(runs_dir) if t.startswith(old) and tick_of(t) > first_new]
+    assert doubled(runs(runs_dir)) == {}
+    assert "Reloaded after changes to" in started.log()
