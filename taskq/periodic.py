@@ -7,6 +7,7 @@ schedule's arithmetic lives here, pure, so every worker computes the same ticks.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -135,6 +136,23 @@ def _check_schedule(
     )
 
 
+def _check_no_arguments(name: str, fn: Callable[..., Any], bind: bool) -> None:
+    """A tick calls the task with no arguments (but ``self`` when bound): say so now,
+    not with a TypeError at every tick."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # no signature to read (a builtin): the first run will tell
+    try:
+        signature.bind(*([None] if bind else []))
+    except TypeError:
+        called = "self only (bind=True)" if bind else "no arguments"
+        raise TaskqError(
+            f"@periodic on {name}: a periodic task is called with {called}, "
+            f"but {fn.__name__}({', '.join(signature.parameters)}) needs more"
+        ) from None
+
+
 def make_periodic(
     fn: Callable[..., Any],
     app: App | None,
@@ -148,6 +166,7 @@ def make_periodic(
 ) -> Task[Any, Any]:
     task_name = name or f"{fn.__module__}.{fn.__qualname__}"
     schedule = _check_schedule(task_name, cron, every, tz, missed)
+    _check_no_arguments(task_name, fn, bool(options.get("bind")))
     declared = make_task(fn, app, task_name, **options)
     _periodic[declared.name] = Periodic(declared, schedule)
     return declared

@@ -2,12 +2,13 @@
 
 The supervisor never imports user code, so it forks a scheduler process
 (``scheduler_main``) that imports the task modules, finds the ``@periodic``
-tasks and publishes their ticks, while it holds the broker's schedule lease.
-Every worker on a broker runs one; only the lease holder publishes, and when
-it dies the lease lapses (file broker: at once; Redis: after ``LEASE_TTL``)
-and another takes over. A reload restarts it on the new code.
+tasks and publishes the ticks of those whose lease it holds on the broker (a
+lease per task). Every worker on a broker runs one; only a task's lease
+holder publishes its ticks, and when the holder dies the lease lapses (file
+broker: at once; Redis: after ``LEASE_TTL``) and another worker takes over
+within ``RENEW_EVERY``. A reload restarts it on the new code.
 
-Each tick is published once: the lease makes one publisher, and a tick is
+Each tick is published once: a task's lease makes one publisher, and a tick is
 recorded (``record_tick``) after its message is published under an id made
 from the task and the tick, so that an owner taking over after a crash between
 the two finds the message (queued, running or with a result) and does not
@@ -37,10 +38,11 @@ from .periodic import Periodic, iter_periodic, zone
 
 log = logging.getLogger("taskq.schedule")
 
-LEASE = "schedule"  # the one lease of the whole schedule
-LEASE_TTL = 3.0  # seconds a silent owner keeps the lease (brokers that need a TTL)
-STEP = 0.2  # seconds between rounds: renewals and due ticks
+LEASE_TTL = 3.0  # seconds a silent owner keeps a lease (brokers that need a TTL)
+RENEW_EVERY = 1.0  # seconds between renewals (and takeover attempts): a third of the TTL
+STEP = 0.2  # seconds between rounds looking for due ticks
 ON_TIME = 2.0  # a tick published later than this after its time was missed
+_MOST_COUNTED = 1000  # missed ticks counted for the log, at most
 
 
 def tick_id(task: str, tick: float) -> str:
@@ -49,72 +51,105 @@ def tick_id(task: str, tick: float) -> str:
     return f"tick-{digest}-{round(tick * 1000)}"
 
 
+def lease_name(task: str) -> str:
+    """Each periodic task has a lease of its own: workers importing different
+    modules on one broker each run the tasks they know."""
+    return f"periodic:{task}"
+
+
 def _iso(moment: float, tz: tzinfo) -> str:
     return datetime.fromtimestamp(moment, tz).isoformat(timespec="seconds")
 
 
 @dataclass
 class Scheduler:
-    """Publishes due ticks while holding the lease; one round per ``step``."""
+    """Publishes the due ticks of the tasks whose lease it holds; a round per ``step``."""
 
     broker: Broker
     entries: list[Periodic]
     owner: str
     default_tz: str = "UTC"
-    owning: bool = False
-    _unsure: set[str] = field(default_factory=set)  # ticks not yet published since taking over
+    renew_every: float = RENEW_EVERY
+    owned: set[str] = field(default_factory=set)  # tasks whose lease this owner holds
+    _renew_at: float = 0.0  # monotonic
+    _known: dict[str, float] = field(default_factory=dict)  # last ticks read or recorded
+    _unsure: set[str] = field(default_factory=set)  # taken over, not yet published since
+
+    @property
+    def owning(self) -> bool:
+        return bool(self.owned)
 
     def tz(self, entry: Periodic) -> tzinfo:
         return zone(entry.schedule.tz or self.default_tz)
 
     def step(self, now: float) -> int:
-        """Renew or take the lease; publish what is due. How many ticks were settled
-        (published now, or found published by an owner that died before recording them)."""
-        if not self.broker.acquire_lease(LEASE, self.owner, LEASE_TTL):
-            if self.owning:
-                log.warning("Lost the schedule to another worker")
-            self.owning = False
-            return 0
-        if not self.owning:
-            log.info("This worker now runs the schedule (%s)", self.owner)
-            self.owning = True
-            self._unsure = {e.task.name for e in self.entries}
-        return sum(self._due(entry, now) for entry in self.entries)
+        """Renew or take the leases when due; publish what is due. How many ticks were
+        settled (published now, or found published by an owner that died before
+        recording them)."""
+        if time.monotonic() >= self._renew_at:
+            self._renew_at = time.monotonic() + self.renew_every
+            self._renew()
+        return sum(self._due(e, now) for e in self.entries if e.task.name in self.owned)
+
+    def _renew(self) -> None:
+        gained, lost = [], []
+        for entry in self.entries:
+            name = entry.task.name
+            held = self.broker.acquire_lease(lease_name(name), self.owner, LEASE_TTL)
+            if held and name not in self.owned:
+                gained.append(name)
+                self.owned.add(name)
+                self._unsure.add(name)
+                self._known.pop(name, None)  # another owner may have moved it on
+            elif not held and name in self.owned:
+                lost.append(name)
+                self.owned.discard(name)
+        if gained:
+            log.info("This worker now runs the schedule of %s (%s)", ", ".join(gained), self.owner)
+        if lost:
+            log.warning("Another worker took over the schedule of %s", ", ".join(lost))
 
     def _due(self, entry: Periodic, now: float) -> bool:
         name, schedule, tz = entry.task.name, entry.schedule, self.tz(entry)
         latest = schedule.latest(now, tz)
+        known = self._known.get(name)
+        if known is not None and latest <= known:
+            return False  # nothing due: no need to ask the broker
         last = self.broker.last_tick(name)
         if last is not None and latest <= last:
+            self._known[name] = last
             return False
         late = now - latest > ON_TIME
+        # Only published ticks are recorded in the broker (they are the "last run"
+        # of `taskq schedule`); a tick passed over is remembered here only.
         if last is None and late:
-            # Never ran on this broker: nothing was missed, start from the next tick.
-            self.broker.record_tick(name, latest)
+            self._known[name] = latest  # never ran here: nothing missed, wait for the next
             return False
-        missed = (schedule.ticks_between(last, latest, tz) if last is not None else 0) + late
-        if missed and schedule.missed == "skip":
-            log.warning(
-                "Periodic task %s missed %d tick(s) while no worker ran the schedule "
-                "(last at %s): skipped (missed='skip')",
-                name,
-                missed,
-                _iso(last or latest, tz),
-            )
-            if late:
-                self.broker.record_tick(name, latest)
+        between = schedule.ticks_between(last, latest, tz, _MOST_COUNTED) if last is not None else 0
+        missed = between + late
+        if missed:
+            self._log_missed(entry, missed, last if last is not None else latest, tz)
+            if late and schedule.missed == "skip":
+                self._known[name] = latest
                 return False
-        elif missed:
-            log.warning(
-                "Periodic task %s missed %d tick(s) while no worker ran the schedule "
-                "(last at %s): running it once now (missed='run_once')",
-                name,
-                missed,
-                _iso(last or latest, tz),
-            )
         self._publish(entry, latest)
         self.broker.record_tick(name, latest)
+        self._known[name] = latest
         return True
+
+    def _log_missed(self, entry: Periodic, missed: int, last: float, tz: tzinfo) -> None:
+        what = (
+            "skipped (missed='skip')"
+            if entry.schedule.missed == "skip"
+            else "running it once now (missed='run_once')"
+        )
+        log.warning(
+            "Periodic task %s missed %s tick(s) while no worker ran its schedule (last at %s): %s",
+            entry.task.name,
+            f"{missed}+" if missed > _MOST_COUNTED else missed,
+            _iso(last, tz),
+            what,
+        )
 
     def _publish(self, entry: Periodic, tick: float) -> None:
         name, task_id = entry.task.name, tick_id(entry.task.name, tick)
@@ -129,10 +164,11 @@ class Scheduler:
         log.debug("Published tick %s of %s", task_id, name)
 
     def release(self) -> None:
-        if self.owning:
-            self.owning = False
+        """Give up every lease held (a stopping worker), so another takes over at once."""
+        for name in sorted(self.owned):
             with contextlib.suppress(TaskqError, OSError):
-                self.broker.release_lease(LEASE, self.owner)
+                self.broker.release_lease(lease_name(name), self.owner)
+        self.owned.clear()
 
 
 def scheduler_main(settings: Settings, key: Keyring, owner: str) -> None:
@@ -291,10 +327,13 @@ def schedule_report(settings: Settings, broker: Broker, now: float) -> list[dict
 def format_schedule(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no periodic tasks in these modules"
-    lines = [f"{'task':<32} {'schedule':<28} {'next run':<26} {'last run':<26} queue"]
+    table = [("task", "schedule", "next run", "last run", "queue")]
     for r in rows:
-        lines.append(
-            f"{r['task']:<32} {r['schedule']:<28} {r['next_run']:<26} "
-            f"{r['last_run'] or 'never':<26} {r['queue']}"
-        )
+        last = r["last_run"] or "never"
+        table.append((r["task"], r["schedule"], r["next_run"], last, r["queue"]))
+    widths = [max(len(line[i]) for line in table) for i in range(4)]
+    lines = (
+        "  ".join([*(c.ljust(w) for c, w in zip(line, widths, strict=False)), line[4]])
+        for line in table
+    )
     return "\n".join(lines)

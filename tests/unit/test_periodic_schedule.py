@@ -14,7 +14,7 @@ from taskq import App, periodic
 from taskq.config import load_settings
 from taskq.errors import ConfigError, TaskqError
 from taskq.periodic import Periodic, Schedule, periodic_tasks
-from taskq.scheduler import Scheduler, tick_id
+from taskq.scheduler import Scheduler, lease_name, tick_id
 
 
 def at(*fields: int, tz: Any = UTC) -> float:
@@ -77,6 +77,16 @@ def test_a_bad_schedule_is_refused_saying_what_is_wrong(
     assert says in str(error.value)
 
 
+def test_a_function_that_needs_arguments_is_refused_at_declaration() -> None:
+    def report(day: str) -> None:
+        return None
+
+    with pytest.raises(TaskqError, match=r"called with no arguments, but report\(day\) needs more"):
+        periodic(every=60, name="tests.periodic.needs_arguments")(report)
+    with pytest.raises(TaskqError, match=r"called with self only \(bind=True\)"):
+        periodic(every=60, bind=True, name="tests.periodic.needs_more")(lambda self, day: None)
+
+
 def test_a_periodic_task_is_still_a_task_with_its_options_and_delay(app: App) -> None:
     entry = declare(app, "plain", every=timedelta(seconds=30), queue="default", max_retries=7)
     assert entry.schedule.every == 30.0 and entry.task.options.max_retries == 7
@@ -116,8 +126,8 @@ def test_cron_is_read_in_its_time_zone() -> None:
 
 def test_only_the_lease_holder_publishes_and_each_tick_once(app: App) -> None:
     entry = declare(app, "every_second", every=1)
-    one = Scheduler(app.broker, [entry], "one")
-    two = Scheduler(app.broker, [entry], "two")
+    one = Scheduler(app.broker, [entry], "one", renew_every=0)
+    two = Scheduler(app.broker, [entry], "two", renew_every=0)
     start = at(2026, 3, 1, 12, 0, 0)
     published = []
     for tenth in range(50):  # five seconds of rounds, both schedulers each round
@@ -132,12 +142,12 @@ def test_only_the_lease_holder_publishes_and_each_tick_once(app: App) -> None:
 
 def test_the_lease_passes_to_another_scheduler_when_its_owner_goes_silent(app: App) -> None:
     entry = declare(app, "takeover", every=1)
-    one = Scheduler(app.broker, [entry], "one")
-    two = Scheduler(app.broker, [entry], "two")
+    one = Scheduler(app.broker, [entry], "one", renew_every=0)
+    two = Scheduler(app.broker, [entry], "two", renew_every=0)
     start = at(2026, 3, 1, 12, 0, 0)
     assert one.step(start) == 1 and two.step(start) == 0
     # "one" dies here; the memory broker's lease lapses LEASE_TTL seconds (monotonic) later.
-    app.broker._leases["schedule"] = ("one", 0.0)  # type: ignore[attr-defined]
+    app.broker._leases[lease_name(entry.task.name)] = ("one", 0.0)  # type: ignore[attr-defined]
     assert two.step(start + 1) == 1 and two.owning
     assert len(ready(app)) == 2
 
@@ -177,15 +187,30 @@ def test_missed_ticks_are_skipped_with_missed_skip(
     scheduler = Scheduler(app.broker, [entry], "s")
     with caplog.at_level(logging.WARNING, "taskq.schedule"):
         assert scheduler.step(now) == 0
+        assert scheduler.step(now + 1) == 0
     assert ready(app) == []
-    assert app.broker.last_tick(entry.task.name) == at(2026, 3, 1, 12, 0, 0)
-    assert "missed 5 tick(s)" in caplog.text and "skipped" in caplog.text
+    # The broker records runs only: the last run is still the one before the gap.
+    assert app.broker.last_tick(entry.task.name) == at(2026, 3, 1, 7, 0, 0)
+    assert caplog.text.count("missed 5 tick(s)") == 1 and "skipped" in caplog.text
     assert scheduler.step(at(2026, 3, 1, 13, 0, 1)) == 1  # the next tick runs on time
+    assert app.broker.last_tick(entry.task.name) == at(2026, 3, 1, 13, 0, 0)
 
 
 def test_a_task_never_run_starts_at_its_next_tick_not_with_a_late_one(app: App) -> None:
     entry = declare(app, "fresh", cron="0 * * * *")
     scheduler = Scheduler(app.broker, [entry], "s")
     assert scheduler.step(at(2026, 3, 1, 12, 30, 0)) == 0
+    assert app.broker.last_tick(entry.task.name) is None  # `taskq schedule`: never ran
     assert scheduler.step(at(2026, 3, 1, 13, 0, 0)) == 1
     assert len(ready(app)) == 1
+
+
+def test_workers_that_import_different_tasks_each_run_the_ones_they_know(app: App) -> None:
+    mine, theirs = declare(app, "mine", every=1), declare(app, "theirs", every=1)
+    one = Scheduler(app.broker, [mine], "one", renew_every=0)
+    two = Scheduler(app.broker, [mine, theirs], "two", renew_every=0)
+    start = at(2026, 3, 1, 12, 0, 0)
+    assert one.step(start) == 1  # takes mine's lease first
+    assert two.step(start) == 1  # theirs: nobody else knows it
+    assert (one.owned, two.owned) == ({mine.task.name}, {theirs.task.name})
+    assert len(ready(app)) == 2
