@@ -214,3 +214,15 @@ def test_workers_that_import_different_tasks_each_run_the_ones_they_know(app: Ap
     assert two.step(start) == 1  # theirs: nobody else knows it
     assert (one.owned, two.owned) == ({mine.task.name}, {theirs.task.name})
     assert len(ready(app)) == 2
+
+
+@pytest.mark.parametrize("night", [(2026, 3, 29), (2026, 10, 25)], ids=["spring", "autumn"])
+def test_a_daily_cron_at_a_time_daylight_saving_skips_or_repeats_runs_once(
+    app: App, night: tuple[int, int, int]
+) -> None:
+    entry = declare(app, f"dst_{night[1]}", cron="30 2 * * *", tz="Europe/Paris")
+    scheduler = Scheduler(app.broker, [entry], "s")
+    start = at(*night, 0, 0) - 3600  # 23:00 UTC the evening before
+    published = sum(scheduler.step(start + minute * 60) for minute in range(6 * 60))
+    assert published == 1
+    assert len(ready(app)) == 1
