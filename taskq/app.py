@@ -99,11 +99,11 @@ class App:
         missed: str = "run_once",
         name: str | None = None,
         **options: Any,
-    ) -> Callable[[Callable[[], Any]], Task[[], Any]]:
+    ) -> Callable[[Callable[..., Any]], Task[..., Any]]:
         """Decorator declaring a periodic task on this app (see ``taskq.periodic``)."""
         from .periodic import make_periodic
 
-        def declare(fn: Callable[[], Any]) -> Task[[], Any]:
+        def declare(fn: Callable[..., Any]) -> Task[..., Any]:
             return make_periodic(
                 fn, self, name, cron=cron, every=every, tz=tz, missed=missed, options=options
             )

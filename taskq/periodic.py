@@ -180,7 +180,7 @@ def periodic(
     missed: str = "run_once",
     name: str | None = None,
     **options: Any,
-) -> Callable[[Callable[[], R]], Task[[], R]]:
+) -> Callable[[Callable[..., R]], Task[..., R]]:
     """Declare a task that ``taskq worker`` runs on a schedule, with no arguments.
 
     ``@periodic(cron="*/5 * * * *")`` (in ``tz``, else the ``timezone`` setting,
@@ -189,7 +189,7 @@ def periodic(
     ``missed="skip"`` drops it. Other options are ``@task``'s (queue, max_retries...).
     """
 
-    def declare(fn: Callable[[], R]) -> Task[[], R]:
+    def declare(fn: Callable[..., R]) -> Task[..., R]:
         options_ = dict(options)
         return make_periodic(
             fn, None, name, cron=cron, every=every, tz=tz, missed=missed, options=options_

@@ -1,4 +1,4 @@
-"""Running the periodic schedule: one process per ``taskq worker``, one owner per broker.
+"""Running the periodic schedule: a process per ``taskq worker``, one publisher per tick.
 
 The supervisor never imports user code, so it forks a scheduler process
 (``scheduler_main``) that imports the task modules, finds the ``@periodic``
