@@ -164,12 +164,20 @@ def test_taskq_schedule_lists_next_and_last_runs_from_the_broker(
     assert "Traceback" not in bad.stderr
 
 
-def test_a_worker_with_no_schedule_runs_no_scheduler(start: StartWorker, broker_dir: Path) -> None:
+def test_a_worker_with_no_schedule_runs_no_scheduler(
+    start: StartWorker, runs_dir: Path, taskq_app: App
+) -> None:
     worker = start("--no-schedule")
-    wait_for(lambda: worker.state() is not None, 10, "the worker's state")
+    first = worker.state()
+    assert first is not None
+    # Two more states published (a second apart): a scheduler would have started
+    # and run its every-second task by then.
+    wait_for(lambda: (worker.state() or first)["updated"] > first["updated"] + 1.5, 10, "states")
     state = worker.state()
     assert state is not None and state["scheduler"] is None
     assert "Schedule:" not in worker.log()
+    assert list(runs_dir.iterdir()) == []
+    assert taskq_app.broker.last_tick("itasks_periodic.beat") is None
 
 
 SCHEDULED_SOURCE = """
