@@ -16,7 +16,7 @@ from .brokers import display_url
 from .brokers.base import DeadLetter
 from .config import Settings
 from .errors import ResultNotFound, TaskqError
-from .message import encode
+from .message import encode, validate_queue
 from .policy import Outcome
 from .results import READY_STATES, AsyncResult, require
 from .settling import Unopened, classify
@@ -161,6 +161,7 @@ def purge_dead(settings: Settings, queue: str | None) -> int:
 def purge_queue(settings: Settings, queue: str) -> int:
     """Drop a queue's waiting messages; a name no message ever used is refused
     (a typo would otherwise "delete 0 messages" and look like success)."""
+    validate_queue(queue)  # a path is an invalid name, not an unknown queue
     broker = App.from_settings(settings).broker
     known = broker.counts()
     if queue not in known:
