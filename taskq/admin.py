@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .app import App
@@ -113,12 +114,14 @@ def format_dead(letter: DeadLetter) -> str:
     return "\n".join(lines)
 
 
-def retry_dead(settings: Settings, message_id: str | None) -> tuple[int, list[str]]:
+def retry_dead(
+    settings: Settings, message_id: str | None, tick: Callable[[int], object] = lambda n: None
+) -> tuple[int, list[str]]:
     """Publish dead messages again with their attempts reset; ``None`` means all.
 
     Returns how many were requeued and why others could not be (bad signature,
     undecodable: those stay in dead/). One named message that cannot be retried
-    is an error.
+    is an error. ``tick(1)`` after each one requeued (a progress bar).
     """
     app = App.from_settings(settings)
     letters = dead_letters(settings) if message_id is None else [find_dead(settings, message_id)]
@@ -135,6 +138,7 @@ def retry_dead(settings: Settings, message_id: str | None) -> tuple[int, list[st
         app.broker.publish(fresh, encode(fresh, payload, app.key))
         app.broker.remove_dead(letter)
         requeued += 1
+        tick(1)
     if message_id is not None and skipped:
         raise TaskqError(skipped[0])
     return requeued, skipped

@@ -19,6 +19,7 @@ from .brokers import display_url, local_directory, open_broker
 from .config import Settings, config_file_path, load_settings
 from .errors import TaskqError
 from .logs import setup_logging
+from .progress import progress
 from .results import FAILURE
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -215,7 +216,10 @@ def dead_retry(ctx: click.Context, message_id: str | None, retry_all: bool) -> N
     """Send a dead message (or all) back to ready/ with its attempts reset."""
     if bool(message_id) == retry_all:
         raise TaskqError("give one message id, or --all")
-    count, skipped = admin.retry_dead(_settings(ctx), None if retry_all else message_id)
+    settings = _settings(ctx)
+    total = (lambda: len(admin.dead_letters(settings))) if retry_all else 1
+    with progress("dead retry", total) as tick:
+        count, skipped = admin.retry_dead(settings, None if retry_all else message_id, tick)
     click.echo(f"requeued {count} message(s)")
     for reason in skipped:
         click.echo(f"taskq: skipped: {reason}", err=True)
@@ -246,7 +250,11 @@ def purge(ctx: click.Context, queue: str, yes: bool) -> None:
     """Delete every ready and scheduled message of QUEUE."""
     if not yes:
         raise TaskqError(f"this deletes every waiting message of {queue!r}: add --yes to confirm")
-    click.echo(f"deleted {admin.purge_queue(_settings(ctx), queue)} message(s) from {queue}")
+    settings = _settings(ctx)
+    with progress("purge", None) as tick:
+        deleted = admin.purge_queue(settings, queue)
+        tick(deleted)
+    click.echo(f"deleted {deleted} message(s) from {queue}")
 
 
 @main.command()
@@ -294,6 +302,64 @@ def key_prune(ctx: click.Context) -> None:
     settings = _settings(ctx)
     dropped = keys.prune(settings, open_broker(settings))
     click.echo(f"dropped {dropped} previous key(s)" if dropped else "no previous key to drop")
+
+
+# -- backup, restore and migration (taskq export / import / migrate) ------------------
+
+
+@main.command("export")
+@_broker_options
+@click.argument("file")
+@click.option("--queue", "-Q", "queues", multiple=True, help="Only this queue (repeatable).")
+@click.pass_context
+@_errors_as_one_line
+def export_command(ctx: click.Context, file: str, queues: tuple[str, ...]) -> None:
+    """Write every ready, scheduled, claimed and dead message to FILE (- for stdout)
+    as JSON Lines, each line signed with the broker's key."""
+    from . import transfer_commands as transfer
+
+    out = sys.stdout if file == "-" else None
+    summary = transfer.export_to(_settings(ctx), file, queues or None, out)
+    click.echo(summary.describe("exported"), err=file == "-")
+
+
+@main.command("import")
+@_broker_options
+@click.argument("file")
+@click.option(
+    "--keys-from",
+    metavar="BROKER",
+    help="Verify the lines with the key kept in this broker (the one exported from).",
+)
+@click.pass_context
+@_errors_as_one_line
+def import_command(ctx: click.Context, file: str, keys_from: str | None) -> None:
+    """Put the messages of an export (FILE, or - for stdin) into the broker.
+
+    Every line is verified first; one that does not is named and nothing is imported.
+    Ids the broker holds already are skipped: importing twice adds nothing."""
+    from . import transfer_commands as transfer
+
+    stdin = sys.stdin if file == "-" else None
+    # A restore may go into a broker not made yet (a new machine): import may make it.
+    summary = transfer.import_from(_settings(ctx, create=True), file, keys_from, stdin)
+    click.echo(summary.describe("imported"))
+
+
+@main.command("migrate")
+@_broker_options
+@click.option("--to", "url", required=True, help="The destination broker (folder or URL).")
+@click.pass_context
+@_errors_as_one_line
+def migrate_command(ctx: click.Context, url: str) -> None:
+    """Move every message of the broker (--broker) into the broker --to.
+
+    A message leaves the source once the destination holds it: run it again after
+    an interruption to finish, with no duplicates. Stop the source's workers first."""
+    from . import transfer_commands as transfer
+
+    summary = transfer.migrate_to(_settings(ctx), url)
+    click.echo(summary.describe("moved"))
 
 
 @main.command()

@@ -347,6 +347,11 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
 def decode(data: bytes, key: Keyring) -> tuple[Message, bytes]:
     """Verify and parse a message file into its envelope and (still pickled) payload."""
     header, payload = unseal(data, key)
+    return envelope_from(header), payload
+
+
+def envelope_from(header: Mapping[str, Any]) -> Message:
+    """The message an envelope (a parsed header) describes, each field's type checked."""
     for name, value in header.items():
         check = _CHECKS.get(name)
         if check is not None and not check[0](value):
@@ -354,6 +359,6 @@ def decode(data: bytes, key: Keyring) -> tuple[Message, bytes]:
     try:
         known = {k: v for k, v in header.items() if k in _FIELDS}
         known["attempts"] = tuple(known.get("attempts", ()))
-        return Message(**known), payload
+        return Message(**known)
     except TypeError as exc:
         raise MessageError(f"envelope is missing fields: {exc}") from exc

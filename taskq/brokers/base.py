@@ -22,7 +22,7 @@ broker's tmp/ litter, its recycled files) stays in that implementation.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -273,7 +273,55 @@ class Schedule(Protocol):
         recorded (atomically on a shared broker); whether it was recorded."""
 
 
+# -- backup, restore and migration (taskq export / import / migrate) ----------------
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A message as a broker holds it, for export: its queue, state (one of
+    ``MESSAGE_STATES``), its name in that state, its signed bytes and, for a
+    dead letter, the record of why it died."""
+
+    queue: str
+    state: str
+    name: str
+    data: bytes
+    record: Mapping[str, Any] | None = None
+
+
+class Transfer(Protocol):
+    """Reading every message out and putting messages back, for backups and moves."""
+
+    def export_messages(
+        self, queues: Collection[str] | None, seen: Callable[[str], bool]
+    ) -> Iterator[Stored]:
+        """Every ready, scheduled, claimed and dead message of ``queues`` (all if None),
+        streamed: memory does not grow with the queue. ``seen(id)`` is asked before
+        a message's bytes are read; True skips it (the caller remembers the ids it
+        took). Safe while workers run: see docs/production.md for what a broker
+        walking its states (files) or copying them at once (Redis, memory) promises."""
+
+    def message_ids(self) -> Iterator[str]:
+        """The id of every message held, in any state (read from names, not bytes)."""
+
+    def restore_dead(self, queue: str, name: str, data: bytes, record: Mapping[str, Any]) -> None:
+        """Put a dead message back in dead/ under ``name``, with its record."""
+
+    def discard(self, stored: Stored) -> None:
+        """Remove one exported message from its state (``taskq migrate``, once the
+        destination holds it); one gone meanwhile is not an error."""
+
+
 class Broker(
-    Queues, Recovery, Inspection, ResultStore, Registry, KeyStore, Housekeeping, Schedule, Protocol
+    Queues,
+    Recovery,
+    Inspection,
+    ResultStore,
+    Registry,
+    KeyStore,
+    Housekeeping,
+    Transfer,
+    Schedule,
+    Protocol,
 ):
     """Everything taskq asks of a broker: each part above, in one object."""

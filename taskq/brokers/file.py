@@ -33,6 +33,7 @@ from .consumer import FileConsumer, read_claimed
 from .file_admin import FileAdmin
 from .file_schedule import FileSchedule
 from .file_stores import STATES
+from .file_transfer import FileTransfer
 from .fs import (
     fsync_dir,
     link_new,
@@ -52,7 +53,7 @@ _LOCK = ".lock"
 _BATCH = 1000  # messages a durable publish_many makes durable with one flush
 
 
-class FileBroker(FileAdmin, FileSchedule):
+class FileBroker(FileAdmin, FileTransfer, FileSchedule):
     """A broker that is a directory. Safe for many processes on one host."""
 
     def __init__(

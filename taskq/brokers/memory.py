@@ -16,14 +16,14 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import TaskqError
 from ..message import Message, validate_queue
-from .base import DeadLetter, Delivery, QueueCounts
+from .base import CLAIMED, DEAD, READY, SCHEDULED, DeadLetter, Delivery, QueueCounts, Stored
 from .memory_stores import MemorySchedule, MemoryStores
-from .names import eta_of, id_of, ready_name_of, scheduled_name
+from .names import eta_of, id_in_state, id_of, ready_name_of, scheduled_name
 
 
 class _Queue:
@@ -329,6 +329,50 @@ class MemoryBroker(MemoryStores, MemorySchedule):
     def housekeeping_steps(self, now: float, results_before: float) -> Iterator[bool]:
         # No writer leaves litter in memory: expiry is all there is.
         return self.expiry_steps(results_before)
+
+    # -- backup, restore and migration ------------------------------------------
+
+    def export_messages(
+        self, queues: Collection[str] | None, seen: Callable[[str], bool]
+    ) -> Iterator[Stored]:
+        # A snapshot under the lock: references to bytes already held, not copies.
+        with self._lock:
+            names = sorted(self._queues) if queues is None else sorted(queues)
+            held: list[Stored] = []
+            for name in names:
+                q = self._queue(name)
+                held += [Stored(name, SCHEDULED, n, d) for n, d in q.scheduled.items()]
+                held += [Stored(name, READY, n, d) for n, d in q.data.items()]
+            for claims in self._claims.values():
+                held += [Stored(q, CLAIMED, n, d) for (q, n), d in claims.items() if q in names]
+            for name in names:
+                dead = self._queue(name).dead
+                held += [Stored(name, DEAD, n, d, dict(r)) for n, (d, r, _) in dead.items()]
+        for stored in held:
+            if not seen(id_in_state(stored.state, stored.name)):
+                yield stored
+
+    def message_ids(self) -> Iterator[str]:
+        held = self.export_messages(None, lambda _: False)
+        return iter([id_in_state(s.state, s.name) for s in held])
+
+    def restore_dead(self, queue: str, name: str, data: bytes, record: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._dead_order += 1
+            self._queue(queue).dead[name] = (bytes(data), dict(record), self._dead_order)
+
+    def discard(self, stored: Stored) -> None:
+        with self._lock:
+            q = self._queue(stored.queue)
+            if stored.state == READY:
+                q.data.pop(stored.name, None)  # the heap skips names without data
+            elif stored.state == SCHEDULED:
+                q.scheduled.pop(stored.name, None)
+            elif stored.state == DEAD:
+                q.dead.pop(stored.name, None)
+            else:
+                for claims in self._claims.values():
+                    claims.pop((stored.queue, stored.name), None)
 
 
 _named: dict[str, MemoryBroker] = {}

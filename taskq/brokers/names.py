@@ -32,3 +32,8 @@ def id_of(name: str) -> str:
     """The message id at the end of a ready/ or scheduled/ file name."""
     parts = name.split("-", 2)  # priority, enqueue time, then the id (which may hold '-')
     return parts[2] if len(parts) == 3 else name
+
+
+def id_in_state(state: str, name: str) -> str:
+    """The message id a name carries in ``state`` (a scheduled name starts with its ETA)."""
+    return id_of(ready_name_of(name) if state == "scheduled" else name)

@@ -57,6 +57,7 @@ from .base import DeadLetter, Delivery, QueueCounts
 from .names import id_of, scheduled_name
 from .redis_link import RedisLink, bulk, pack, pack_head
 from .redis_stores import RedisSchedule, RedisStores
+from .redis_transfer import RedisTransfer
 
 log = logging.getLogger("taskq.redis")
 
@@ -215,7 +216,7 @@ class _Wire(threading.local):
     pid = 0
 
 
-class RedisBroker(RedisStores, RedisSchedule):
+class RedisBroker(RedisStores, RedisTransfer, RedisSchedule):
     """The broker contract on one Redis (any version from 6.2), shared by every
     producer and worker that names the same URL and prefix."""
 

@@ -227,6 +227,38 @@ redis.call('HSET', p .. 'keys', 'current', new, 'previous', cjson.encode(previou
 return 1
 """
 
+# ARGV: prefix, snapshot prefix, TTL (ms), then the queues to export. Copies
+# every state key of those queues and every consumer's claims under the
+# snapshot prefix in one step, so an export reads one instant of the broker
+# however long it takes: a message is in exactly one of the copies. The TTL
+# removes a snapshot whose export died. Returns the consumers whose claims were
+# copied.
+SNAPSHOT = """
+local p, s, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local function copy(src, dst)
+  if redis.call('COPY', src, dst) == 1 then redis.call('PEXPIRE', dst, ttl) end
+end
+for i = 4, #ARGV do
+  local q = ARGV[i]
+  for _, kind in ipairs({'ready:', 'scheduled:', 'dead:', 'dead-data:', 'dead-record:'}) do
+    copy(p .. kind .. q, s .. kind .. q)
+  end
+end
+local consumers = redis.call('HKEYS', p .. 'consumers')
+for _, c in ipairs(consumers) do copy(p .. 'claims:' .. c, s .. 'claims:' .. c) end
+return consumers
+"""
+
+# ARGV: prefix, queue, name, data, record (JSON). A dead message put back.
+RESTORE_DEAD = """
+local p, q, name = ARGV[1], ARGV[2], ARGV[3]
+redis.call('SADD', p .. 'queues', q)
+redis.call('ZADD', p .. 'dead:' .. q, redis.call('INCR', p .. 'dead-seq'), name)
+redis.call('HSET', p .. 'dead-data:' .. q, name, ARGV[4])
+redis.call('HSET', p .. 'dead-record:' .. q, name, ARGV[5])
+return 1
+"""
+
 # -- the periodic schedule (see ``RedisSchedule``) ------------------------------
 
 # KEYS: none. ARGV: lease key, owner, ttl in ms. Takes a free lease or renews

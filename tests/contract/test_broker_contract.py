@@ -18,7 +18,7 @@ import pytest
 from taskq.errors import BrokerError
 from taskq.housekeeping import expire_dead_letters
 from taskq.keys import Keyring
-from taskq.message import Message, dump_call, encode, new_id
+from taskq.message import Message, decode, dump_call, encode, new_id
 
 KEY = Keyring(b"k" * 32)
 DAY = 86400.0
@@ -365,6 +365,130 @@ def test_results_stored_before_the_cutoff_expire_and_later_ones_stay(broker: Any
 
     assert broker.expire_results(cutoff) == 1
     assert (broker.load_result(old), broker.load_result(new)) == (None, b"new")
+
+
+# -- backup, restore and migration (Transfer) ----------------------------------------
+
+
+def _held(broker: Any) -> tuple[Message, Message, Message, Message]:
+    """A broker holding one message in each state: ready, scheduled, claimed, dead."""
+    ready = publish(broker)[0]
+    scheduled = publish(broker, make_message(eta=time.time() + DAY))[0]
+    consumer = broker.open_consumer(["default"], "exporting")
+    claimed = publish(broker, make_message(created=1.0))[0]  # first in delivery order
+    delivery = consumer.claim(timeout=1)
+    assert delivery is not None and delivery.name == claimed.name
+    dead = publish(broker, make_message(created=2.0))[0]
+    dying = consumer.claim(timeout=1)
+    assert dying is not None and dying.name == dead.name
+    broker.dead_letter(dying, {"id": dead.id, "reason": "exception"})
+    return ready, scheduled, claimed, dead
+
+
+def export_all(broker: Any, queues: list[str] | None = None) -> list[Any]:
+    """``export_messages`` with a caller that remembers the ids it took, as the contract asks."""
+    seen: set[str] = set()
+    taken = []
+    for stored in broker.export_messages(queues, seen.__contains__):
+        message_id = decode(stored.data, KEY)[0].id
+        assert message_id not in seen
+        seen.add(message_id)
+        taken.append(stored)
+    return taken
+
+
+def test_export_messages_yields_every_message_once_in_its_state_with_its_bytes(
+    broker: Any,
+) -> None:
+    ready, scheduled, claimed, dead = _held(broker)
+    seen: set[str] = set()
+
+    exported = {}
+    for stored in broker.export_messages(None, seen.__contains__):
+        message = decode(stored.data, KEY)[0]
+        assert message.id not in exported
+        exported[message.id] = stored
+        seen.add(message.id)
+
+    states = {i: s.state for i, s in exported.items()}
+    assert states == {
+        ready.id: "ready",
+        scheduled.id: "scheduled",
+        claimed.id: "claimed",
+        dead.id: "dead",
+    }
+    assert exported[dead.id].record == {"id": dead.id, "reason": "exception"}
+    assert all(s.queue == "default" for s in exported.values())
+
+
+def test_export_messages_reads_no_message_whose_id_the_caller_has_seen(broker: Any) -> None:
+    ready, scheduled, claimed, dead = _held(broker)
+    skip = {ready.id, dead.id}
+
+    ids = {decode(s.data, KEY)[0].id for s in broker.export_messages(None, skip.__contains__)}
+
+    assert ids == {scheduled.id, claimed.id}
+
+
+def test_export_messages_of_one_queue_leaves_the_others_out(broker: Any) -> None:
+    publish(broker)
+    other = publish(broker, make_message(queue="other"))[0]
+
+    stored = export_all(broker, ["other"])
+
+    assert [decode(s.data, KEY)[0].id for s in stored] == [other.id]
+
+
+def test_message_ids_names_every_message_in_every_state(broker: Any) -> None:
+    held = _held(broker)
+
+    assert sorted(broker.message_ids()) == sorted(m.id for m in held)
+
+
+def test_restore_dead_puts_a_dead_letter_back_with_its_record(broker: Any) -> None:
+    message = make_message(queue="restored")
+    data = encode(message, dump_call(message.task, (), {}), KEY)
+
+    broker.restore_dead("restored", message.name, data, {"id": message.id, "reason": "poison"})
+
+    (letter,) = broker.dead_letters("restored")
+    assert (letter.id, letter.record["reason"]) == (message.id, "poison")
+    assert broker.dead_message(letter) == data
+    assert counts(broker, "restored") == (0, 0, 0, 1)
+
+
+def test_discard_removes_an_exported_message_from_each_state(broker: Any) -> None:
+    _held(broker)
+
+    for stored in export_all(broker):
+        broker.discard(stored)
+        broker.discard(stored)  # gone already: not an error
+
+    assert counts(broker) == (0, 0, 0, 0)
+    assert list(broker.message_ids()) == []
+
+
+def test_export_while_a_consumer_claims_yields_every_message_exactly_once(broker: Any) -> None:
+    from taskq.transfer import Summary, exported
+
+    ids = {publish(broker)[0].id for _ in range(300)}
+    consumer = broker.open_consumer(["default"], "racer")
+    started = threading.Event()
+
+    def claim_all() -> None:
+        started.set()
+        while consumer.claim(timeout=0.2) is not None:
+            pass
+
+    racer = threading.Thread(target=claim_all)
+    racer.start()
+    started.wait(5)
+    try:
+        listed = [message.id for _, message, _ in exported(broker, KEY, None, Summary())]
+    finally:
+        racer.join(30)
+    # Claimed, never acked: every message is in the broker throughout.
+    assert sorted(listed) == sorted(ids)
 
 
 # -- the periodic schedule: lease and ticks ------------------------------------------

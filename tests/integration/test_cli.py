@@ -33,6 +33,9 @@ COMMANDS = [
     ("key",),
     ("key", "rotate"),
     ("key", "prune"),
+    ("export",),
+    ("import",),
+    ("migrate",),
 ]
 
 

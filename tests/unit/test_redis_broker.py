@@ -193,3 +193,21 @@ def test_wake_up_tokens_stay_few_whatever_is_published(broker: RedisBroker) -> N
 
     assert broker.client.llen(broker.key("wake:", "default")) <= 64
     consumer.close()
+
+
+def test_an_export_reads_a_snapshot_unchanged_by_claims_and_leaves_no_copy_behind(
+    broker: RedisBroker,
+) -> None:
+    published = publish(broker, 5)
+    walk = broker.export_messages(None, lambda _: False)
+    first = next(walk)  # the snapshot is taken: claims from now on are not seen
+    consumer = broker.open_consumer(["default"], "claimer")
+    while consumer.claim(timeout=0.1) is not None:
+        pass
+
+    states = [first.state, *(stored.state for stored in walk)]
+
+    assert states == ["ready"] * 5
+    assert first.name in {m.name for m in published}
+    assert list(broker.client.scan_iter(match=f"{broker.prefix}export:*")) == []
+    consumer.close()
