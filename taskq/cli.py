@@ -363,6 +363,58 @@ def migrate_command(ctx: click.Context, url: str) -> None:
 
 
 @main.command()
+@_broker_options
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; anything but loopback exposes the page to the network.",
+)
+@click.option(
+    "--port",
+    default=5555,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: any free port).",
+)
+@click.option(
+    "--interval",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between samples of the queue depths.",
+)
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer to this host name (a reverse proxy's); repeatable.",
+)
+@click.pass_context
+@_errors_as_one_line
+def dashboard(
+    ctx: click.Context, host: str, port: int, interval: float, allow_hosts: tuple[str, ...]
+) -> None:
+    """A web page of queues, workers and dead letters; retry and purge need the
+    token printed at start."""
+    from .dashboard import Dashboard
+
+    settings = _settings(ctx)
+    board = Dashboard(settings, host=host, port=port, interval=interval, allow_hosts=allow_hosts)
+    click.echo(f"taskq dashboard of {display_url(settings.broker)} on {board.url}")
+    click.echo(f"actions token (retry, purge): {board.token}")
+    click.echo(f"open {board.url}#token={board.token} to act from the page; Ctrl-C stops")
+    if not board.local_only:
+        click.echo(
+            f"taskq: warning: listening on {host}, not loopback: whoever reaches port "
+            f"{board.port} reads the queues; put it behind a reverse proxy with auth",
+            err=True,
+        )
+    board.run()
+
+
+@main.command()
 @click.option("--app", "-A", "modules", help="Task modules to import, comma-separated.")
 @_broker_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

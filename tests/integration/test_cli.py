@@ -36,6 +36,7 @@ COMMANDS = [
     ("export",),
     ("import",),
     ("migrate",),
+    ("dashboard",),
 ]
 
 
