@@ -10,8 +10,10 @@ add.delay(2, 3).get(timeout=10)   # 5, once `taskq worker -A tasks` runs
 """
 
 from .app import App
+from .canvas import GroupResult, Signature, chain, chord, group
 from .errors import (
     BadSignature,
+    ChordFailed,
     ConfigError,
     Retry,
     SoftTimeLimitExceeded,
@@ -29,8 +31,11 @@ __all__ = [
     "App",
     "AsyncResult",
     "BadSignature",
+    "ChordFailed",
     "ConfigError",
+    "GroupResult",
     "Retry",
+    "Signature",
     "SoftTimeLimitExceeded",
     "Task",
     "TaskExpired",
@@ -38,6 +43,9 @@ __all__ = [
     "TaskqError",
     "TimeLimitExceeded",
     "WorkerLost",
+    "chain",
+    "chord",
+    "group",
     "periodic",
     "task",
 ]

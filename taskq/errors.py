@@ -101,6 +101,10 @@ class WorkerLost(TaskqError):
     """The process running a task died (SIGKILL, out of memory, a crash)."""
 
 
+class ChordFailed(TaskqError):
+    """A member of a chord failed for good: its callback is dead-lettered, not run."""
+
+
 class TimeLimitExceeded(TaskqError):
     """A task ran past its hard ``time_limit``; its process was killed."""
 

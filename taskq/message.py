@@ -64,6 +64,8 @@ class Message:
     ignore_result: bool = False
     attempts: tuple[Mapping[str, Any], ...] = ()
     headers: Mapping[str, Any] = field(default_factory=dict)
+    # What follows this call in a workflow (next chain step, links, chord): see canvas.py.
+    workflow: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -252,6 +254,12 @@ def _header(message: Message) -> dict[str, Any]:
     return header
 
 
+def envelope(message: Message) -> dict[str, Any]:
+    """The JSON envelope of ``message`` as its header holds it (fields at their
+    default left out)."""
+    return _header(message)
+
+
 def encode(message: Message, payload: bytes, key: Keyring) -> bytes:
     return seal(_header(message), payload, key)
 
@@ -341,6 +349,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ignore_result": (lambda v: type(v) is bool, "true or false"),
     "attempts": (lambda v: type(v) is list and all(type(a) is dict for a in v), "a list"),
     "headers": (lambda v: type(v) is dict, "an object"),
+    "workflow": (lambda v: type(v) is dict, "an object"),
 }
 
 

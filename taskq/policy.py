@@ -31,6 +31,7 @@ class Outcome(Enum):
     UNDECODABLE = "undecodable"  # its envelope or its arguments cannot be decoded
     UNKNOWN_TASK = "unknown-task"  # no imported module declares its task
     UNSERIALIZABLE_RESULT = "unserializable-result"  # it ran, its return value cannot be stored
+    CHORD_FAILED = "chord-failed"  # a chord callback whose member failed for good: never run
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,7 @@ _FINAL_REASON = {
     Outcome.BAD_SIGNATURE: "bad-signature",
     Outcome.UNDECODABLE: "undecodable",
     Outcome.UNKNOWN_TASK: "unknown-task",
+    Outcome.CHORD_FAILED: "chord-failed",
 }
 
 # Why a message ends in dead/ when its attempts run out, by what ended the last one.

@@ -22,6 +22,7 @@ from .brokers.base import Broker, Delivery
 from .crashpoints import crash_point
 from .errors import (
     BadSignature,
+    ChordFailed,
     MessageError,
     SerializationError,
     UnsafeEntry,
@@ -32,6 +33,7 @@ from .keys import Keyring
 from .message import Message, decode, encode
 from .policy import Ack, Dead, Decision, Outcome, RetryAt, settle
 from .results import FAILURE, RETRY, failure_record, success_record
+from .workflow import FollowUps, first_copy, on_open
 
 log = logging.getLogger("taskq.worker")
 
@@ -83,6 +85,7 @@ class Settler:
         self.broker = broker
         self.key = key
         self.worker = worker
+        self.follow_ups = FollowUps(broker, key)
 
     def open(self, delivery: Delivery) -> tuple[Message, bytes] | None:
         """The delivery's envelope and (still pickled) payload; or, for one that
@@ -90,9 +93,28 @@ class Settler:
         unread: ``unsafe-entry``, ``bad-signature`` or ``undecodable``)."""
         opened = classify(delivery.data, self.key, delivery.unsafe)
         if not isinstance(opened, Unopened):
-            return opened
+            return self._workflow(delivery, *opened) if opened[0].workflow else opened
         log.error(_UNOPENED_LOG[opened.outcome].format(name=delivery.name, error=opened.error))
         self.settle(delivery, None, b"", opened.outcome, opened.error)
+        return None
+
+    def _workflow(
+        self, delivery: Delivery, message: Message, payload: bytes
+    ) -> tuple[Message, bytes] | None:
+        """A workflow message made ready to run (see ``workflow.on_open``); None
+        once a chord callback whose member failed is dead-lettered unrun, or a
+        second copy of a chord callback is dropped (``workflow.first_copy``)."""
+        if not first_copy(self.broker, message):
+            log.warning(
+                "Task %s[%s]: second copy of a chord callback dropped", message.task, message.id
+            )
+            self.broker.ack(delivery)
+            return None
+        ready = on_open(message, payload)
+        if not isinstance(ready, ChordFailed):
+            return ready
+        log.error("Task %s[%s] dead-lettered: %s", message.task, message.id, ready)
+        self.settle(delivery, message, payload, Outcome.CHORD_FAILED, ready)
         return None
 
     def settle(
@@ -133,8 +155,14 @@ class Settler:
             return
         # The result is stored before the ack: a crash between the two runs the
         # task again (at-least-once), it never loses the outcome.
+        record = b""
+        if not message.ignore_result or message.workflow:
+            record = self._result(message, outcome, value, decision)
         if not message.ignore_result:
-            self.broker.store_result(message.id, self._result(message, outcome, value, decision))
+            self.broker.store_result(message.id, record)
+        # Follow-ups too (next chain step, links, chord): sent again, never lost.
+        if message.workflow and not isinstance(decision, RetryAt):
+            self.follow_ups.settled(message, outcome is Outcome.SUCCEEDED, value, record)
         if isinstance(decision, Ack):
             crash_point("result.stored")
             self.broker.ack(delivery)

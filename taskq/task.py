@@ -22,6 +22,7 @@ from .message import Batch, Message, dump_call, new_id, validate_queue, validate
 
 if TYPE_CHECKING:
     from .app import App
+    from .canvas import Signature
     from .results import AsyncResult
 
 P = ParamSpec("P")
@@ -128,11 +129,22 @@ class Task(Generic[P, R]):
         expires: datetime | float | None = None,
         task_id: str | None = None,
         headers: Mapping[str, Any] | None = None,
+        link: Signature | Sequence[Signature] | None = None,
+        link_error: Signature | Sequence[Signature] | None = None,
     ) -> AsyncResult[R]:
         """Send a call with options: ``countdown`` seconds or an ``eta`` to run
         at, a ``priority`` 0-9 (9 first), another ``queue``, ``expires`` (seconds
         from now or a datetime), a chosen ``task_id``, ``headers`` (JSON values
-        the task reads as ``self.request.headers``)."""
+        the task reads as ``self.request.headers``); ``link``: signatures called
+        with its result, ``link_error``: with its id if it fails for good."""
+        if link is not None or link_error is not None:  # a workflow: see canvas.py
+            options: dict[str, Any] = {"countdown": countdown, "eta": eta, "queue": queue}
+            options |= {"priority": priority}
+            options |= {"expires": expires, "task_id": task_id, "headers": headers}
+            sig = self.s(*args, **(kwargs or {})).set(
+                **{k: v for k, v in options.items() if v is not None}
+            )
+            return sig.apply_async(link=link, link_error=link_error)
         message = self.message(
             args,
             kwargs or {},
@@ -147,6 +159,18 @@ class Task(Generic[P, R]):
         app = self.app
         app.publish(message, dump_call(self.name, args, kwargs or {}))
         return app.AsyncResult(message.id)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this call, for workflows (``chain``, ``group``, ``chord``, links)."""
+        from .canvas import Signature
+
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: a chain or link does not pass it the parent's result."""
+        from .canvas import Signature
+
+        return Signature(self, args, kwargs, immutable=True)
 
     def map(self, calls: Iterable[Sequence[Any] | Any]) -> list[AsyncResult[R]]:
         """Enqueue one call per item (a tuple of positional arguments, or a single

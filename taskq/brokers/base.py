@@ -14,7 +14,8 @@ States a message goes through::
 
 ``Broker`` is every part together: ``Queues`` (the states above), ``Recovery``
 (dead consumers), ``Inspection`` (what ``taskq`` commands read), ``ResultStore``,
-``Registry`` (live supervisors), ``KeyStore`` and ``Housekeeping``. Code that
+``Registry`` (live supervisors), ``KeyStore``, ``Housekeeping`` and ``Chords``
+(the state of ``canvas.chord``). Code that
 needs one part names that part. What only one implementation needs (the file
 broker's tmp/ litter, its recycled files) stays in that implementation.
 ``Schedule`` (the periodic tasks' lease and ticks) is a part too.
@@ -273,6 +274,21 @@ class Schedule(Protocol):
         recorded (atomically on a shared broker); whether it was recorded."""
 
 
+class Chords(Protocol):
+    """The state of chords (``taskq.canvas.chord``): each member's result and who
+    completed the set, kept in the broker so that no worker's memory holds it."""
+
+    def chord_add(self, chord_id: str, index: int, total: int, data: bytes) -> bool:
+        """Keep ``data`` (a signed result record) as member ``index`` of ``total``;
+        the first data given for an index stays. True for exactly one member index:
+        the one whose add completed the set, atomically even when members finish
+        at once, and again each time that same index is added (a re-run of the
+        completing member must publish the callback its crash may have lost)."""
+
+    def chord_results(self, chord_id: str) -> list[bytes]:
+        """Every member's data, in index order (call once ``chord_add`` said True)."""
+
+
 # -- backup, restore and migration (taskq export / import / migrate) ----------------
 
 
@@ -320,6 +336,7 @@ class Broker(
     Registry,
     KeyStore,
     Housekeeping,
+    Chords,
     Transfer,
     Schedule,
     Protocol,

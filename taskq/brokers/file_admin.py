@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import TaskqError
 from ..message import validate_queue
 from .base import DeadLetter, QueueCounts
+from .file_chords import FileChords
 from .file_stores import FileStores
 from .fs import read_file, read_signed, removal_steps
 from .names import id_of
@@ -24,7 +25,7 @@ _SPARES_A_SWEEP = 5_000  # spares deleted at most by one sweep
 _TMP_MAX_AGE = 300.0  # a tmp/ file older than this belongs to a crashed writer
 
 
-class FileAdmin(FileStores):
+class FileAdmin(FileStores, FileChords):
     """Inspection and maintenance over the layout ``FileBroker`` keeps."""
 
     spares: SparePool
@@ -99,7 +100,9 @@ class FileAdmin(FileStores):
 
     def housekeeping_steps(self, now: float, results_before: float) -> Iterator[bool]:
         # Litter is only this broker's: the supervisor knows results, not tmp/.
-        return self.sweep_steps(results_before, now - _TMP_MAX_AGE)
+        yield from self.sweep_steps(results_before, now - _TMP_MAX_AGE)
+        # A chord expires with results: one unchanged since then is abandoned.
+        yield from self.chord_expiry_steps(results_before)
 
     def sweep_tmp(self, older_than: float) -> int:
         """Delete litter from crashed writers (and surplus recycled files); return how many."""

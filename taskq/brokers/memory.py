@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import TaskqError
 from ..message import Message, validate_queue
 from .base import CLAIMED, DEAD, READY, SCHEDULED, DeadLetter, Delivery, QueueCounts, Stored
+from .memory_chords import MemoryChords, _Chord
 from .memory_stores import MemorySchedule, MemoryStores
 from .names import eta_of, id_in_state, id_of, ready_name_of, scheduled_name
 
@@ -68,7 +69,7 @@ class MemoryConsumer:
         self._broker._close(self.name)
 
 
-class MemoryBroker(MemoryStores, MemorySchedule):
+class MemoryBroker(MemoryStores, MemoryChords, MemorySchedule):
     """A broker in this process's memory; safe for many threads, invisible to
     other processes (a ``taskq worker`` cannot serve it: run tasks with ``App.join``)."""
 
@@ -81,6 +82,7 @@ class MemoryBroker(MemoryStores, MemorySchedule):
         self._live: set[str] = set()  # consumers open; the others in _claims are dead
         self._recovering: set[str] = set()
         self._dead_order = 0
+        self._chords: dict[str, _Chord] = {}
         super().__init__()
 
     def __repr__(self) -> str:
@@ -102,6 +104,7 @@ class MemoryBroker(MemoryStores, MemorySchedule):
             self._recovering.clear()
             self._results.clear()
             self._workers.clear()
+            self._chords.clear()
             for kept in self._schedule:
                 kept.clear()
 
@@ -328,7 +331,8 @@ class MemoryBroker(MemoryStores, MemorySchedule):
 
     def housekeeping_steps(self, now: float, results_before: float) -> Iterator[bool]:
         # No writer leaves litter in memory: expiry is all there is.
-        return self.expiry_steps(results_before)
+        yield from self.expiry_steps(results_before)
+        yield from self.chord_expiry_steps(results_before)
 
     # -- backup, restore and migration ------------------------------------------
 

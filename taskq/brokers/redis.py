@@ -55,6 +55,7 @@ from . import display_url
 from . import redis_scripts as lua
 from .base import DeadLetter, Delivery, QueueCounts
 from .names import id_of, scheduled_name
+from .redis_chords import RedisChords
 from .redis_link import RedisLink, bulk, pack, pack_head
 from .redis_stores import RedisSchedule, RedisStores
 from .redis_transfer import RedisTransfer
@@ -216,7 +217,7 @@ class _Wire(threading.local):
     pid = 0
 
 
-class RedisBroker(RedisStores, RedisTransfer, RedisSchedule):
+class RedisBroker(RedisChords, RedisStores, RedisTransfer, RedisSchedule):
     """The broker contract on one Redis (any version from 6.2), shared by every
     producer and worker that names the same URL and prefix."""
 

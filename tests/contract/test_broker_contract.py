@@ -367,6 +367,65 @@ def test_results_stored_before_the_cutoff_expire_and_later_ones_stay(broker: Any
     assert (broker.load_result(old), broker.load_result(new)) == (None, b"new")
 
 
+# -- chords (canvas.chord): member results and the one member that completes it --
+
+
+def member(index: int, value: str = "") -> bytes:
+    """A signed result record, as a worker adds it to a chord."""
+    return encode(Message(id=f"member-{index}", task="t", headers={"v": value}), b"", KEY)
+
+
+def test_a_chord_is_completed_by_one_member_and_keeps_each_first_result(broker: Any) -> None:
+    chord = new_id()
+    assert broker.chord_add(chord, 0, 3, member(0)) is False
+    assert broker.chord_add(chord, 2, 3, member(2)) is False
+    assert broker.chord_add(chord, 1, 3, member(1)) is True
+
+    # A re-run member adds its index again: its first result stays, and only
+    # the completing member hears True again (to publish a callback its crash lost).
+    assert broker.chord_add(chord, 0, 3, member(0, "rerun")) is False
+    assert broker.chord_add(chord, 1, 3, member(1, "rerun")) is True
+    assert broker.chord_results(chord) == [member(0), member(1), member(2)]
+
+
+def test_a_re_run_member_before_completion_does_not_complete_the_chord(broker: Any) -> None:
+    chord = new_id()
+    assert broker.chord_add(chord, 0, 2, member(0)) is False
+    assert broker.chord_add(chord, 0, 2, member(0, "rerun")) is False
+    assert broker.chord_results(chord) == [member(0)]
+    assert broker.chord_add(chord, 1, 2, member(1)) is True
+
+
+def test_members_finishing_at_once_complete_the_chord_exactly_once(broker: Any) -> None:
+    total = 8
+    for _ in range(5):
+        chord = new_id()
+        start = threading.Barrier(total)
+        completed: list[int] = []
+
+        def add(index: int, chord: str, start: threading.Barrier, completed: list[int]) -> None:
+            start.wait(timeout=10)
+            if broker.chord_add(chord, index, total, member(index)):
+                completed.append(index)
+
+        threads = [
+            threading.Thread(target=add, args=(i, chord, start, completed)) for i in range(total)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert len(completed) == 1, completed
+        assert broker.chord_results(chord) == [member(i) for i in range(total)]
+
+
+def test_a_chord_member_index_outside_the_chord_is_refused(broker: Any) -> None:
+    with pytest.raises(BrokerError, match=r"index 3 is outside 0\.\.2"):
+        broker.chord_add(new_id(), 3, 3, member(3))
+    with pytest.raises(BrokerError, match="index -1"):
+        broker.chord_add(new_id(), -1, 3, member(0))
+
+
 # -- backup, restore and migration (Transfer) ----------------------------------------
 
 
