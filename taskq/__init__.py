@@ -23,6 +23,7 @@ from .errors import (
     TimeLimitExceeded,
     WorkerLost,
 )
+from .periodic import periodic
 from .results import AsyncResult
 from .task import Task, task
 
@@ -45,5 +46,6 @@ __all__ = [
     "chain",
     "chord",
     "group",
+    "periodic",
     "task",
 ]

@@ -6,6 +6,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from .brokers import display_url, open_broker
@@ -100,6 +101,26 @@ class App:
         if fn is not None:
             return make_task(fn, self, name, **options)
         return lambda f: make_task(f, self, name, **options)
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        every: timedelta | float | None = None,
+        tz: str | None = None,
+        missed: str = "run_once",
+        name: str | None = None,
+        **options: Any,
+    ) -> Callable[[Callable[..., Any]], Task[..., Any]]:
+        """Decorator declaring a periodic task on this app (see ``taskq.periodic``)."""
+        from .periodic import make_periodic
+
+        def declare(fn: Callable[..., Any]) -> Task[..., Any]:
+            return make_periodic(
+                fn, self, name, cron=cron, every=every, tz=tz, missed=missed, options=options
+            )
+
+        return declare
 
     def publish(self, message: Message, payload: bytes) -> None:
         self.broker.publish(message, encode(message, payload, self.key))

@@ -114,6 +114,13 @@ def main(broker: str | None, config: str | None) -> None:
 @click.option("--events/--no-events", default=None, help="Record events (taskq events).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus metrics.")
 @click.option("--metrics-host", help="Address of the metrics port (default: 127.0.0.1).")
+@click.option(
+    "--no-schedule",
+    "schedule",
+    flag_value=False,
+    default=None,
+    help="Do not run the @periodic tasks' schedule in this worker.",
+)
 @click.pass_context
 @_errors_as_one_line
 def worker(ctx: click.Context, /, **flags: Any) -> None:
@@ -449,3 +456,23 @@ def inspect(ctx: click.Context, as_json: bool) -> None:
     """What each worker process runs now: task, since when, attempt, time limit."""
     processes = monitor.active(_settings(ctx))
     click.echo(json.dumps(processes, indent=2) if as_json else monitor.format_active(processes))
+
+
+# -- periodic tasks (docs/periodic.md) ------------------------------------------
+
+
+@main.command()
+@click.option("--app", "-A", "modules", help="Task modules to import, comma-separated.")
+@_broker_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_errors_as_one_line
+def schedule(ctx: click.Context, modules: str | None, as_json: bool) -> None:
+    """The periodic tasks of the -A modules: schedule, next run, last run."""
+    import time
+
+    from .scheduler import format_schedule, schedule_report
+
+    settings = _settings(ctx, modules=_csv(modules))
+    rows = schedule_report(settings, open_broker(settings), time.time())
+    click.echo(json.dumps(rows, indent=2) if as_json else format_schedule(rows))

@@ -106,6 +106,8 @@ class Settings:
     events: bool = _key(False, "record every message's state changes in the broker (taskq events)")
     metrics_port: int = _key(0, "port the worker serves Prometheus metrics on; 0 = none")
     metrics_host: str = _key("127.0.0.1", "address the metrics port listens on")
+    schedule: bool = _key(True, "taskq worker runs the @periodic tasks' schedule (--no-schedule)")
+    timezone: str = _key("UTC", "time zone of cron schedules without tz= (an IANA name)")
 
     def __post_init__(self) -> None:
         for name in _NAMES:
@@ -316,9 +318,22 @@ def _check_range(key: str, value: object, source: str) -> object:
         problem = "must be a TCP port (1-65535), or 0 for none"
     elif key in ("broker", "queues") and not value:
         problem = "must not be empty"
+    elif key == "timezone":
+        problem = _zone_problem(str(value))
     if problem:
         raise ConfigError(f"{key} from {source} {problem}, got {value!r}")
     return value
+
+
+def _zone_problem(name: str) -> str:
+    """Why ``name`` is not a time zone zoneinfo knows, or "" (periodic tasks' ``timezone``)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "must be an IANA time zone name such as 'UTC' or 'Europe/Paris'"
+    return ""
 
 
 def _unknown(key: str, source: str) -> ConfigError:

@@ -37,6 +37,7 @@ from .keys import Keyring, keyring_for
 from .message import new_id, validate_queue
 from .policy import Outcome
 from .reload import HotReload, try_import
+from .scheduler import SchedulerProcess
 from .slots import Slot
 from .tally import Tally
 
@@ -109,6 +110,7 @@ class Supervisor:
     _swaps: list[Swap] = field(default_factory=list)  # a save during a swap starts another
     _trust: TrustWatch = field(init=False)  # re-checks the broker's owners and modes
     _vouched: set[str] = field(default_factory=set)  # consumers of our live children
+    _scheduler: SchedulerProcess = field(init=False)  # runs the @periodic tasks' schedule
 
     def __post_init__(self) -> None:
         # Checked here, not only in each child: a bad name is one error, not a crash loop.
@@ -135,6 +137,7 @@ class Supervisor:
             events=self._events,
             tally=self._own_tally,
         )
+        self._scheduler = SchedulerProcess(self._ctx, self.name)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -203,6 +206,8 @@ class Supervisor:
             if child.process is None and child.retire_by is None and now >= child.respawn_at:
                 self._spawn(child)
         self._monitor()
+        with self._chores.chore("start the scheduler process"):
+            self._scheduler.keep(self.settings, self.key, now)
 
     def _sleep(self) -> None:
         # Wake early when a child dies, a signal arrives (set_wakeup_fd) or sources change.
@@ -342,6 +347,7 @@ class Supervisor:
         retiring = frozenset(c.consumer for c in old if c.process is not None)
         self._swaps.append(Swap(time.monotonic(), tuple(changed), in_flight, retiring))
         self._start_pool()
+        self._scheduler.roll()  # the new code may declare other periodic tasks
 
     def _retire_overdue(self, now: float) -> None:
         for child in self.children:
@@ -380,6 +386,7 @@ class Supervisor:
             log.warning("Cold shutdown: stopping tasks now; they go back to ready/")
 
     def _shutdown(self) -> None:
+        self._scheduler.stop()  # first: no tick is published for a stopping worker
         for child in self.children:
             if child.process is not None:
                 _signal(child.process.pid, signal.SIGTERM)
@@ -470,6 +477,7 @@ class Supervisor:
             "queues": list(self.settings.queues),
             "updated": time.time(),
             "children": children,
+            "scheduler": self._scheduler.pid,
         }
 
 

@@ -18,6 +18,7 @@ States a message goes through::
 (the state of ``canvas.chord``) and ``Events``. Code that
 needs one part names that part. What only one implementation needs (the file
 broker's tmp/ litter, its recycled files) stays in that implementation.
+``Schedule`` (the periodic tasks' lease and ticks) is a part too.
 """
 
 from __future__ import annotations
@@ -252,6 +253,27 @@ class Housekeeping(Protocol):
         is left. A broker with nothing to do yields no steps."""
 
 
+class Schedule(Protocol):
+    """Owning the periodic schedule (one publisher among all workers of a broker),
+    and the last tick published for each periodic task."""
+
+    def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Take the lease ``name`` for ``owner``, or keep it (renew) if ``owner`` holds
+        it; False while someone else holds it. It lapses when its holder's process
+        dies (file broker: a flock the kernel drops) or ``ttl`` seconds after the last
+        acquire (memory, Redis: a key with a TTL), so another owner can take it."""
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease up if ``owner`` holds it (else nothing)."""
+
+    def last_tick(self, task: str) -> float | None:
+        """The last tick recorded for periodic ``task`` (a timestamp), or None."""
+
+    def record_tick(self, task: str, tick: float) -> bool:
+        """Record ``tick`` as ``task``'s last one unless a later or equal one is
+        recorded (atomically on a shared broker); whether it was recorded."""
+
+
 class Chords(Protocol):
     """The state of chords (``taskq.canvas.chord``): each member's result and who
     completed the set, kept in the broker so that no worker's memory holds it."""
@@ -332,6 +354,7 @@ class Broker(
     Chords,
     Transfer,
     Events,
+    Schedule,
     Protocol,
 ):
     """Everything taskq asks of a broker: each part above, in one object."""

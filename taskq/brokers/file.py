@@ -33,6 +33,7 @@ from .base import Delivery
 from .consumer import FileConsumer, read_claimed
 from .file_admin import FileAdmin
 from .file_events import FileEvents
+from .file_schedule import FileSchedule
 from .file_stores import STATES
 from .file_transfer import FileTransfer
 from .fs import (
@@ -54,7 +55,7 @@ _LOCK = ".lock"
 _BATCH = 1000  # messages a durable publish_many makes durable with one flush
 
 
-class FileBroker(FileEvents, FileAdmin, FileTransfer):
+class FileBroker(FileEvents, FileAdmin, FileTransfer, FileSchedule):
     """A broker that is a directory. Safe for many processes on one host."""
 
     def __init__(

@@ -24,7 +24,7 @@ from ..message import Message, validate_queue
 from .base import CLAIMED, DEAD, READY, SCHEDULED, DeadLetter, Delivery, QueueCounts, Stored
 from .memory_chords import MemoryChords, _Chord
 from .memory_events import MemoryEvents
-from .memory_stores import MemoryStores
+from .memory_stores import MemorySchedule, MemoryStores
 from .names import eta_of, id_in_state, id_of, ready_name_of, scheduled_name
 
 
@@ -70,7 +70,7 @@ class MemoryConsumer:
         self._broker._close(self.name)
 
 
-class MemoryBroker(MemoryEvents, MemoryStores, MemoryChords):
+class MemoryBroker(MemoryEvents, MemoryStores, MemoryChords, MemorySchedule):
     """A broker in this process's memory; safe for many threads, invisible to
     other processes (a ``taskq worker`` cannot serve it: run tasks with ``App.join``)."""
 
@@ -108,6 +108,8 @@ class MemoryBroker(MemoryEvents, MemoryStores, MemoryChords):
             self._workers.clear()
             self._chords.clear()
             self._events.clear()
+            for kept in self._schedule:
+                kept.clear()
 
     def queues(self) -> list[str]:
         with self._lock:

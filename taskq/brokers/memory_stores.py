@@ -119,3 +119,44 @@ class MemoryStores:
     def worker_states(self) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(state) for _, state in sorted(self._workers.items()) if state]
+
+
+class MemorySchedule:
+    """The periodic schedule's lease (an owner and a deadline) and last ticks."""
+
+    _lock: threading.RLock
+
+    @property
+    def _schedule(self) -> tuple[dict[str, tuple[str, float]], dict[str, float]]:
+        leases: dict[str, tuple[str, float]] = self.__dict__.setdefault("_leases", {})
+        ticks: dict[str, float] = self.__dict__.setdefault("_ticks", {})
+        return leases, ticks
+
+    def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        leases, _ = self._schedule
+        now = time.monotonic()
+        with self._lock:
+            held = leases.get(name)
+            if held is not None and held[0] != owner and held[1] > now:
+                return False
+            leases[name] = (owner, now + ttl)
+            return True
+
+    def release_lease(self, name: str, owner: str) -> None:
+        leases, _ = self._schedule
+        with self._lock:
+            if leases.get(name, ("", 0.0))[0] == owner:
+                del leases[name]
+
+    def last_tick(self, task: str) -> float | None:
+        with self._lock:
+            return self._schedule[1].get(task)
+
+    def record_tick(self, task: str, tick: float) -> bool:
+        _, ticks = self._schedule
+        with self._lock:
+            last = ticks.get(task)
+            if last is not None and last >= tick:
+                return False
+            ticks[task] = tick
+            return True

@@ -58,7 +58,7 @@ from .names import id_of, scheduled_name
 from .redis_chords import RedisChords
 from .redis_events import RedisEvents
 from .redis_link import RedisLink, bulk, pack, pack_head
-from .redis_stores import RedisStores
+from .redis_stores import RedisSchedule, RedisStores
 from .redis_transfer import RedisTransfer
 
 log = logging.getLogger("taskq.redis")
@@ -218,7 +218,7 @@ class _Wire(threading.local):
     pid = 0
 
 
-class RedisBroker(RedisEvents, RedisChords, RedisStores, RedisTransfer):
+class RedisBroker(RedisEvents, RedisChords, RedisStores, RedisTransfer, RedisSchedule):
     """The broker contract on one Redis (any version from 6.2), shared by every
     producer and worker that names the same URL and prefix."""
 

@@ -258,3 +258,34 @@ redis.call('HSET', p .. 'dead-data:' .. q, name, ARGV[4])
 redis.call('HSET', p .. 'dead-record:' .. q, name, ARGV[5])
 return 1
 """
+
+# -- the periodic schedule (see ``RedisSchedule``) ------------------------------
+
+# KEYS: none. ARGV: lease key, owner, ttl in ms. Takes a free lease or renews
+# the owner's own; 1 when ``owner`` holds it afterwards, else 0.
+ACQUIRE_LEASE = """
+local key, owner, ttl = ARGV[1], ARGV[2], ARGV[3]
+local holder = redis.call('GET', key)
+if holder == false then
+  redis.call('SET', key, owner, 'PX', ttl)
+  return 1
+elseif holder == owner then
+  redis.call('PEXPIRE', key, ttl)
+  return 1
+end
+return 0
+"""
+
+# ARGV: lease key, owner. Deletes the lease only if ``owner`` holds it.
+RELEASE_LEASE = """
+if redis.call('GET', ARGV[1]) == ARGV[2] then redis.call('DEL', ARGV[1]) end
+return 0
+"""
+
+# ARGV: tick key, tick. Records the tick unless a later or equal one is; 1 if recorded.
+RECORD_TICK = """
+local last = tonumber(redis.call('GET', ARGV[1]))
+if last ~= nil and last >= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', ARGV[1], ARGV[2])
+return 1
+"""

@@ -328,3 +328,38 @@ class RedisKeys:
         return bytes.fromhex(self._held[0]), tuple(
             bytes.fromhex(k) for k in json.loads(self._held[1])
         )
+
+
+class RedisSchedule:
+    """The periodic schedule's lease (a key with a TTL, taken with SET-if-free in a
+    script) and each periodic task's last tick (raised only, in a script)."""
+
+    client: Any
+
+    def key(self, kind: str, name: str = "") -> str:
+        raise NotImplementedError
+
+    def call(self, operation: Callable[[], _T], *, after_writes: bool = True) -> _T:
+        raise NotImplementedError
+
+    def script(self, source: str, args: list[Any]) -> Any:
+        raise NotImplementedError
+
+    def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        args = [self.key("lease:", name), owner, max(1, int(ttl * 1000))]
+        return bool(self.call(lambda: self.script(lua.ACQUIRE_LEASE, args)))
+
+    def release_lease(self, name: str, owner: str) -> None:
+        args = [self.key("lease:", name), owner]
+        self.call(lambda: self.script(lua.RELEASE_LEASE, args))
+
+    def last_tick(self, task: str) -> float | None:
+        data = self.call(lambda: self.client.get(self.key("tick:", task)))
+        try:
+            return None if data is None else float(data)
+        except ValueError:
+            return None  # not ours: the next tick rewrites it
+
+    def record_tick(self, task: str, tick: float) -> bool:
+        args = [self.key("tick:", task), repr(tick)]
+        return bool(self.call(lambda: self.script(lua.RECORD_TICK, args)))

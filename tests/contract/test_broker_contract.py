@@ -5,6 +5,8 @@ modes) stay in tests/unit/test_file_broker.py."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -604,3 +606,78 @@ def test_event_batches_of_racing_writers_stay_whole(broker: Any) -> None:
         mine = [(e["b"], e["i"]) for e in events if e["w"] == writer]
         assert mine == sorted(mine)
     assert broker.read_events(cursor) == ([], cursor)
+
+
+# -- the periodic schedule: lease and ticks ------------------------------------------
+
+
+def test_a_lease_has_one_holder_who_renews_it_until_released(broker: Any) -> None:
+    assert broker.acquire_lease("schedule", "a", 5.0)
+    assert not broker.acquire_lease("schedule", "b", 5.0)
+    assert broker.acquire_lease("schedule", "a", 5.0)  # a renewal
+    assert broker.acquire_lease("other", "b", 5.0)  # leases are by name
+    broker.release_lease("schedule", "b")  # not b's: nothing happens
+    assert not broker.acquire_lease("schedule", "b", 5.0)
+    broker.release_lease("schedule", "a")
+    assert broker.acquire_lease("schedule", "b", 5.0)
+    assert not broker.acquire_lease("schedule", "a", 5.0)
+    broker.release_lease("schedule", "b")
+    broker.release_lease("other", "b")
+
+
+def test_a_lease_not_renewed_lapses_after_its_ttl(broker: Any) -> None:
+    if type(broker).__name__ == "FileBroker":
+        pytest.skip("the file broker's lease lapses with its holder's process (a flock), not a TTL")
+    assert broker.acquire_lease("schedule", "a", 0.2)
+    assert not broker.acquire_lease("schedule", "b", 0.2)
+    deadline = time.monotonic() + 5
+    while not broker.acquire_lease("schedule", "b", 5.0):
+        assert time.monotonic() < deadline, "the lease never lapsed"
+        time.sleep(0.05)
+    assert not broker.acquire_lease("schedule", "a", 5.0)
+    broker.release_lease("schedule", "b")
+
+
+def _same_broker(broker: Any) -> Any:
+    """Another handle on ``broker``'s store, for another process."""
+    if type(broker).__name__ == "FileBroker":
+        return type(broker)(broker.root)
+    return type(broker)(broker.url, prefix=broker.prefix)
+
+
+def test_a_lease_passes_on_when_its_holder_is_sigkilled(broker: Any) -> None:
+    if type(broker).__name__ == "MemoryBroker":
+        pytest.skip("a memory broker lives in one process: its holders cannot be killed apart")
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the holder: takes the lease, says so, then waits to be killed
+        try:
+            held = _same_broker(broker).acquire_lease("schedule", "doomed", 1.0)
+            os.write(ready_w, b"1" if held else b"0")
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    try:
+        assert os.read(ready_r, 1) == b"1"
+        assert not broker.acquire_lease("schedule", "heir", 1.0)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(ready_r)
+    deadline = time.monotonic() + 10  # file: at once; TTL brokers: after the 1 s TTL
+    while not broker.acquire_lease("schedule", "heir", 5.0):
+        assert time.monotonic() < deadline, "the dead holder's lease never passed on"
+        time.sleep(0.05)
+    broker.release_lease("schedule", "heir")
+
+
+def test_a_tick_is_recorded_only_forward(broker: Any) -> None:
+    assert broker.last_tick("tasks.beat") is None
+    assert broker.record_tick("tasks.beat", 1000.0)
+    assert not broker.record_tick("tasks.beat", 1000.0)  # the same tick twice: once
+    assert not broker.record_tick("tasks.beat", 940.0)
+    assert broker.last_tick("tasks.beat") == 1000.0
+    assert broker.record_tick("tasks.beat", 1060.5)
+    assert broker.last_tick("tasks.beat") == 1060.5
+    assert broker.last_tick("tasks.other") is None

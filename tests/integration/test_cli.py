@@ -37,6 +37,9 @@ COMMANDS = [
     ("import",),
     ("migrate",),
     ("dashboard",),
+    ("events",),
+    ("inspect",),
+    ("schedule",),
 ]
 
 
