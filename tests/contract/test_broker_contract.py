@@ -625,9 +625,9 @@ def test_a_lease_has_one_holder_who_renews_it_until_released(broker: Any) -> Non
     broker.release_lease("other", "b")
 
 
+# The file broker's lease is a flock: it lapses with its holder's process, not a TTL.
+@pytest.mark.parametrize("broker", ["memory", "redis"], indirect=True)
 def test_a_lease_not_renewed_lapses_after_its_ttl(broker: Any) -> None:
-    if type(broker).__name__ == "FileBroker":
-        pytest.skip("the file broker's lease lapses with its holder's process (a flock), not a TTL")
     assert broker.acquire_lease("schedule", "a", 0.2)
     assert not broker.acquire_lease("schedule", "b", 0.2)
     deadline = time.monotonic() + 5
@@ -645,9 +645,9 @@ def _same_broker(broker: Any) -> Any:
     return type(broker)(broker.url, prefix=broker.prefix)
 
 
+# A memory broker lives in one process: its holders cannot be killed apart.
+@pytest.mark.parametrize("broker", ["file", "redis"], indirect=True)
 def test_a_lease_passes_on_when_its_holder_is_sigkilled(broker: Any) -> None:
-    if type(broker).__name__ == "MemoryBroker":
-        pytest.skip("a memory broker lives in one process: its holders cannot be killed apart")
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the holder: takes the lease, says so, then waits to be killed
