@@ -8,6 +8,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import redis_scripts as lua
+
 KEEP = 100_000  # events kept, about: Redis trims whole nodes of the stream
 
 _T = TypeVar("_T")
@@ -25,21 +27,15 @@ class RedisEvents:
 
         def call(self, operation: Callable[[], _T], *, after_writes: bool = True) -> _T: ...
 
+        def script(self, source: str, args: Sequence[Any]) -> Any: ...
+
     def append_events(self, events: Sequence[str]) -> None:
         if not events:
             return
-        stream = self.key("events")
-        lines = events
-
-        def send() -> None:
-            # One round trip; not a transaction: events from other processes may
-            # interleave, each one stays whole.
-            pipe = self.client.pipeline(transaction=False)
-            for line in lines:
-                pipe.xadd(stream, {"e": line}, maxlen=KEEP, approximate=True)
-            pipe.execute()
-
-        self.call(send, after_writes=False)
+        args = [self.key("events"), KEEP, *events]
+        # One script call: events of other processes never interleave inside it,
+        # and each event stays one entry (a cursor can stop after any of them).
+        self.call(lambda: self.script(lua.APPEND_EVENTS, args), after_writes=False)
 
     def read_events(self, after: str = "", limit: int = 1000) -> tuple[list[dict[str, Any]], str]:
         # A cursor that is no stream id (not one of ours) reads from the oldest kept.
