@@ -1,5 +1,10 @@
-"""The Redis broker's event log: one stream capped near ``KEEP`` entries
-(``XADD MAXLEN ~``), each entry one JSON event; a cursor is a stream id."""
+"""The Redis broker's event log: a stream of batches, one entry per batch a
+process appends (its events, one JSON object a line), capped near ``KEEP``
+events; a cursor is a stream id, with how many events of that entry were read.
+
+One entry per batch rather than per event: a worker's batch costs Redis one
+XADD, where an entry per event cost it one each and slowed a drain by a fifth
+on two cores (the server shares them with the workers)."""
 
 from __future__ import annotations
 
@@ -8,12 +13,10 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import redis_scripts as lua
-
-KEEP = 100_000  # events kept, about: Redis trims whole nodes of the stream
+KEEP = 100_000  # events kept, about (at most about twice as many, see append_events)
 
 _T = TypeVar("_T")
-_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+_CURSOR = re.compile(r"([0-9]{1,20}-[0-9]{1,20})(?:/([0-9]{1,9}))?")
 
 
 class RedisEvents:
@@ -27,30 +30,51 @@ class RedisEvents:
 
         def call(self, operation: Callable[[], _T], *, after_writes: bool = True) -> _T: ...
 
-        def script(self, source: str, args: Sequence[Any]) -> Any: ...
-
     def append_events(self, events: Sequence[str]) -> None:
         if not events:
             return
-        args = [self.key("events"), KEEP, *events]
-        # One script call: events of other processes never interleave inside it,
-        # and each event stays one entry (a cursor can stop after any of them).
-        self.call(lambda: self.script(lua.APPEND_EVENTS, args), after_writes=False)
+        stream, batch = self.key("events"), "\n".join(events)
+        # Trimmed to the entries that hold about KEEP events of this batch's size:
+        # a big batch trims the stream short, a small one lets it grow; whatever
+        # their mix, about 2 * KEEP events at most stay.
+        keep = max(1, KEEP // len(events))
+        self.call(
+            lambda: self.client.xadd(stream, {"e": batch}, maxlen=keep, approximate=True),
+            after_writes=False,
+        )
 
     def read_events(self, after: str = "", limit: int = 1000) -> tuple[list[dict[str, Any]], str]:
-        # A cursor that is no stream id (not one of ours) reads from the oldest kept.
-        start = f"({after}" if _STREAM_ID.fullmatch(after) else "-"
+        # A cursor that is not one of ours reads from the oldest kept.
+        parsed = _CURSOR.fullmatch(after)
+        entry, skip = (parsed.group(1), int(parsed.group(2) or 0)) if parsed else ("", 0)
+        # An entry read in part is read again from its start, its read events skipped.
+        start = (entry if skip else f"({entry}") if entry else "-"
         stream = self.key("events")
-        entries = self.call(
-            lambda: self.client.xrange(stream, start, "+", count=limit), after_writes=False
-        )
-        events = []
-        for _id, fields in entries:
-            event = _parse(fields.get(b"e", b""))
-            if event is not None:
-                events.append(event)
-        cursor = entries[-1][0].decode() if entries else after
+        events: list[dict[str, Any]] = []
+        cursor = after
+        while len(events) < limit:
+            entries = self._entries(stream, start)
+            if not entries:
+                break
+            for raw_id, fields in entries:
+                entry_id = raw_id.decode()
+                lines = fields.get(b"e", b"").split(b"\n")
+                first = skip if entry_id == entry else 0
+                taken = lines[first : first + limit - len(events)]
+                events += filter(None, map(_parse, taken))
+                read = first + len(taken)
+                cursor = entry_id if read >= len(lines) else f"{entry_id}/{read}"
+                if len(events) >= limit:
+                    break
+            start = f"({entries[-1][0].decode()}"
         return events, cursor
+
+    def _entries(self, stream: str, start: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """The next entries of the stream from ``start``, a page at a time."""
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = self.call(
+            lambda: self.client.xrange(stream, start, "+", count=100), after_writes=False
+        )
+        return entries
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:

@@ -289,15 +289,3 @@ if last ~= nil and last >= tonumber(ARGV[2]) then return 0 end
 redis.call('SET', ARGV[1], ARGV[2])
 return 1
 """
-
-# ARGV: the stream, the cap (entries, about), then the events. A batch of events
-# costs one command and one round trip: a pipeline of one XADD per event spent
-# about 30 µs per event in the client (a third of a Redis drain's time with
-# events on).
-APPEND_EVENTS = """
-local stream, keep = ARGV[1], ARGV[2]
-for i = 3, #ARGV do
-  redis.call('XADD', stream, 'MAXLEN', '~', keep, '*', 'e', ARGV[i])
-end
-return #ARGV - 2
-"""

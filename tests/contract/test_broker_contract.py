@@ -581,6 +581,21 @@ def test_events_are_read_at_most_limit_at_a_time(broker: Any) -> None:
     assert [e["n"] for e in rest] == [3, 4]
 
 
+def test_pages_of_events_cross_batches_and_a_cursor_waits_for_more(broker: Any) -> None:
+    broker.append_events(lines(*({"n": n} for n in range(5))))
+    broker.append_events(lines(*({"n": n} for n in range(5, 7))))
+
+    pages, cursor = [], ""
+    for _ in range(3):
+        page, cursor = broker.read_events(cursor, limit=3)
+        pages.append([e["n"] for e in page])
+    assert pages == [[0, 1, 2], [3, 4, 5], [6]]
+
+    assert broker.read_events(cursor, limit=3)[0] == []
+    broker.append_events(lines({"n": 7}))
+    assert [e["n"] for e in broker.read_events(cursor, limit=3)[0]] == [7]
+
+
 def test_an_unknown_event_cursor_reads_from_the_oldest_kept(broker: Any) -> None:
     broker.append_events(lines({"n": 1}))
 
