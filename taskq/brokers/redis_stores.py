@@ -336,14 +336,13 @@ class RedisSchedule:
 
     client: Any
 
-    def key(self, kind: str, name: str = "") -> str:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the broker's own, declared for the type checker only
 
-    def call(self, operation: Callable[[], _T], *, after_writes: bool = True) -> _T:
-        raise NotImplementedError
+        def key(self, kind: str, name: str = "") -> str: ...
 
-    def script(self, source: str, args: list[Any]) -> Any:
-        raise NotImplementedError
+        def call(self, operation: Callable[[], _T], *, after_writes: bool = True) -> _T: ...
+
+        def script(self, source: str, args: list[Any]) -> Any: ...
 
     def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
         args = [self.key("lease:", name), owner, max(1, int(ttl * 1000))]
