@@ -14,12 +14,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from .. import admin
 from ..app import App
 from ..brokers import display_url
-from ..brokers.base import Broker, DeadLetter, Inspection
+from ..brokers.base import Broker, DeadLetter, Events, Inspection
 from ..config import Settings
 from ..errors import TaskqError
 
@@ -51,11 +52,74 @@ def newest_first(letters: list[DeadLetter]) -> list[DeadLetter]:
     return sorted(letters, key=lambda d: (str(d.record.get("died_at", "")), d.name), reverse=True)
 
 
-def recent_failures(broker: Inspection, limit: int = FAILURES_SHOWN) -> list[dict[str, Any]]:
-    """The latest failures, newest first: today the latest dead letters and why they
-    died. The one place the failures panel reads, so that it can read an events feed
-    (failed, dead-lettered) instead without touching the page."""
+def recent_failures(
+    broker: Inspection, feed: FailureFeed | None = None, limit: int = FAILURES_SHOWN
+) -> list[dict[str, Any]]:
+    """The latest failures, newest first: the failed attempts the event log holds
+    (retried, failed for good, dead-lettered unrun) when events are on, else the
+    latest dead letters and why they died."""
+    if feed is not None and feed.seen:
+        return feed.latest(limit)
     return [letter_summary(d) for d in newest_first(broker.dead_letters())[:limit]]
+
+
+_FAILED = frozenset({"retried", "failed", "dead-lettered"})
+
+
+class FailureFeed:
+    """The failures in the event log, read on from where the last read stopped:
+    the first read goes through the whole log once, later ones only what is new."""
+
+    def __init__(self, size: int = 5 * FAILURES_SHOWN) -> None:
+        self._cursor = ""
+        self._rows: deque[dict[str, Any]] = deque(maxlen=size)
+        self.seen = False  # whether the log held any event: events are on
+
+    def read(self, events: Events) -> None:
+        while True:
+            batch, self._cursor = events.read_events(self._cursor, limit=1000)
+            self.seen = self.seen or bool(batch)
+            for event in batch:
+                if event.get("event") in _FAILED:
+                    self._add(event)
+            if len(batch) < 1000:
+                return
+
+    def _add(self, event: dict[str, Any]) -> None:
+        task_id, kind = str(event.get("id", "")), str(event.get("event"))
+        if kind == "dead-lettered":  # after its "failed": one row says both
+            for row in reversed(self._rows):
+                if row["id"] == task_id and row["reason"].startswith("failed"):
+                    row["reason"] = row["reason"].replace("failed", _dead(event), 1)
+                    return
+        ts = event.get("ts")
+        when = _iso(ts) if isinstance(ts, int | float) else ""
+        reason = {
+            "retried": f"retried in {event.get('retry_in', '?')} s",
+            "failed": "failed",
+            "dead-lettered": _dead(event),
+        }[kind]
+        self._rows.append(
+            {
+                "id": task_id,
+                "queue": str(event.get("queue", "")),
+                "task": str(event.get("task", "")),
+                "reason": f"{reason} (attempt {event.get('attempt', '?')})",
+                "died_at": when,
+                "error": str(event.get("error", "")),
+            }
+        )
+
+    def latest(self, limit: int) -> list[dict[str, Any]]:
+        return list(reversed(self._rows))[:limit]
+
+
+def _dead(event: dict[str, Any]) -> str:
+    return f"dead-lettered ({event.get('reason', '')})"
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 
 class DepthHistory:
@@ -103,6 +167,7 @@ class Panels:
         self.broker: Broker = App.from_settings(settings).broker
         self._lock = threading.Lock()
         self.history = DepthHistory(self._counts, interval, history)
+        self._feed = FailureFeed()
 
     def _counts(self) -> dict[str, dict[str, int]]:
         with self._lock:
@@ -125,7 +190,8 @@ class Panels:
 
     def failures(self) -> dict[str, Any]:
         with self._lock:
-            return {"failures": recent_failures(self.broker)}
+            self._feed.read(self.broker)
+            return {"failures": recent_failures(self.broker, self._feed)}
 
     def dead(self) -> dict[str, Any]:
         with self._lock:

@@ -18,7 +18,7 @@ from taskq.brokers import display_url
 from taskq.brokers.base import Delivery
 from taskq.config import Settings
 from taskq.dashboard import Dashboard
-from taskq.dashboard.panels import DepthHistory, recent_failures
+from taskq.dashboard.panels import DepthHistory, Panels, recent_failures
 from taskq.dashboard.server import foreign_host
 from taskq.errors import TaskqError
 from taskq.message import Message, dump_call, encode, new_id
@@ -273,6 +273,38 @@ def test_recent_failures_are_the_newest_dead_letters_first(settings: Settings) -
     failures = recent_failures(App.from_settings(settings).broker, limit=10)
 
     assert [f["task"] for f in failures] == [f"app.t{n}" for n in range(11, 1, -1)]
+
+
+def test_with_events_on_recent_failures_are_the_failed_attempts_of_the_event_log(
+    settings: Settings,
+) -> None:
+    dead_letter(settings, "app.old", "boom", "2026-01-01T00:00:00")
+    panels = Panels(settings)
+    assert [f["task"] for f in panels.failures()["failures"]] == ["app.old"]  # events off
+
+    def event(kind: str, task_id: str, ts: float, **fields: Any) -> str:
+        common = {"id": task_id, "task": f"app.{task_id}", "queue": "q", "attempt": 1}
+        return json.dumps({"event": kind, "ts": ts, **common, **fields})
+
+    panels.broker.append_events(
+        [
+            event("succeeded", "ok", 1.0),
+            event("retried", "flaky", 2.0, retry_in=1.5, error="IOError: later"),
+            event("failed", "bad", 3.0, error="ValueError: no"),
+            event("dead-lettered", "bad", 3.0, reason="max-retries"),
+        ]
+    )
+    first = panels.failures()["failures"]
+    panels.broker.append_events([event("dead-lettered", "ghost", 4.0, reason="unknown-task")])
+    rows = panels.failures()["failures"]
+
+    assert first == rows[1:]
+    assert [(r["task"], r["reason"], r["error"]) for r in rows] == [
+        ("app.ghost", "dead-lettered (unknown-task) (attempt 1)", ""),
+        ("app.bad", "dead-lettered (max-retries) (attempt 1)", "ValueError: no"),
+        ("app.flaky", "retried in 1.5 s (attempt 1)", "IOError: later"),
+    ]
+    assert rows[0]["died_at"] == "1970-01-01T00:00:04.000+00:00"
 
 
 def test_a_port_in_use_is_an_error_naming_it(settings: Settings) -> None:
