@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +121,21 @@ class App:
             )
 
         return declare
+
+    def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[Any]:
+        """Send a call of the task ``name`` without importing its code, as Celery's
+        ``send_task``; ``options`` are ``apply_async``'s (countdown, eta, priority,
+        queue, expires, task_id, headers). The worker applies the task's own retry
+        policy and limits."""
+        from .task import send_by_name
+
+        return send_by_name(self, name, args, kwargs or {}, options)
 
     def publish(self, message: Message, payload: bytes) -> None:
         self.broker.publish(message, encode(message, payload, self.key))

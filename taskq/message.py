@@ -66,6 +66,9 @@ class Message:
     headers: Mapping[str, Any] = field(default_factory=dict)
     # What follows this call in a workflow (next chain step, links, chord): see canvas.py.
     workflow: Mapping[str, Any] = field(default_factory=dict)
+    # Sent by name (``app.send_task``) by a producer without the task's code: the
+    # worker gives it the task's own retry policy and limits (``task.own_policy``).
+    by_name: bool = False
 
     @property
     def name(self) -> str:
@@ -350,6 +353,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "attempts": (lambda v: type(v) is list and all(type(a) is dict for a in v), "a list"),
     "headers": (lambda v: type(v) is dict, "an object"),
     "workflow": (lambda v: type(v) is dict, "an object"),
+    "by_name": (lambda v: type(v) is bool, "true or false"),
 }
 
 

@@ -270,6 +270,57 @@ def _eta(now: float, countdown: float | None, eta: datetime | float | None) -> f
     return float(eta) if eta is not None else None
 
 
+_SEND_OPTIONS = frozenset(
+    {"countdown", "eta", "priority", "queue", "expires", "task_id", "headers"}
+)
+
+
+def send_by_name(
+    app: App, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], options: Mapping[str, Any]
+) -> AsyncResult[Any]:
+    """``app.send_task``: a call of the task ``name``, whose code this process may
+    not have. A task declared here is sent with its own options; another one with
+    the defaults, marked so that the worker, which has its code, applies its own
+    retry policy, limits and ``ignore_result`` (``own_policy``)."""
+    unknown = set(options) - _SEND_OPTIONS
+    if unknown:
+        raise TaskqError(
+            f"send_task({name!r}): unknown option(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(_SEND_OPTIONS))}"
+        )
+    declared = _registry.get(name)
+    if declared is not None:
+        message = declared.message(args, kwargs, **options)
+    else:
+        stand_in: Task[Any, Any] = Task(_runs_in_a_worker, app, name, TaskOptions())
+        message = stand_in.message(args, kwargs, **options).replace(by_name=True)
+    app.publish(message, dump_call(name, args, kwargs))
+    return app.AsyncResult(message.id)
+
+
+def _runs_in_a_worker(*args: Any, **kwargs: Any) -> NoReturn:
+    raise TaskqError("a task sent by name runs in a worker that has its code")
+
+
+def own_policy(message: Message) -> Message:
+    """A message sent by name, with its task's own retry policy, time limits and
+    ``ignore_result`` (a task this process does not have keeps the defaults)."""
+    task = _registry.get(message.task)
+    if not message.by_name or task is None:
+        return message
+    o = task.options
+    return message.replace(
+        by_name=False,
+        max_retries=o.max_retries,
+        retry_backoff=o.retry_backoff,
+        retry_backoff_max=o.retry_backoff_max,
+        retry_jitter=o.retry_jitter,
+        time_limit=o.time_limit,
+        soft_time_limit=o.soft_time_limit,
+        ignore_result=o.ignore_result,
+    )
+
+
 def make_task(
     fn: Callable[..., Any], app: App | None, name: str | None, **options: Any
 ) -> Task[Any, Any]:

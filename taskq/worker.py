@@ -31,7 +31,7 @@ from .policy import Ack, Dead, Decision, Outcome, RetryAt, is_expired
 from .settling import Settled, Settler
 from .slots import Slot
 from .tally import Tally
-from .task import Request, Task, registry
+from .task import Request, Task, own_policy, registry
 
 log = logging.getLogger("taskq.worker")
 
@@ -98,6 +98,8 @@ class Worker:
         if opened is None:
             return
         message, payload = opened
+        if message.by_name:
+            message = own_policy(message)
         outcome, value, countdown, elapsed_ms = self._attempt(message, payload)
         settled = self._settled(
             lambda: self.settler.settle(delivery, message, payload, outcome, value, countdown)

@@ -14,6 +14,7 @@ import pytest
 from taskq import App
 from taskq.brokers.memory import MemoryBroker
 from taskq.errors import SerializationError, TaskqError
+from taskq.message import new_id
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "testing"
@@ -176,3 +177,32 @@ def test_headers_that_are_not_json_are_refused_in_the_caller(app: App) -> None:
     with pytest.raises(TaskqError, match="string keys"):
         task.apply_async(headers={1: "x"})
     assert app.join() == 0  # nothing was sent
+
+
+def test_send_task_runs_a_declared_task_by_its_name(app: App) -> None:
+    declare(app, add)
+    result = app.send_task("tests.join.add", (2, 3), countdown=0, headers={"via": "name"})
+    assert app.join() == 1
+    assert result.get(timeout=1) == 5
+
+
+def test_a_task_sent_by_name_gets_its_own_policy_from_the_worker(app: App) -> None:
+    name = f"tests.join.unknown_here_{new_id()[:8]}"
+    result = app.send_task(name, ("o-9",))  # not declared yet: sent with the defaults
+    runs: list[str] = []
+
+    def refuse(order: str) -> None:
+        runs.append(order)
+        raise KeyError(order)
+
+    app.task(refuse, name=name, max_retries=0)  # the worker's code says: no retry
+    assert app.join(fail_fast=False, run_scheduled=True) == 1
+    assert runs == ["o-9"]  # once: with the defaults it would have run 4 times
+    with pytest.raises(KeyError, match="o-9"):
+        result.get(timeout=1)
+
+
+def test_send_task_refuses_an_option_it_does_not_know(app: App) -> None:
+    with pytest.raises(TaskqError, match=r"unknown option.*countdwn"):
+        app.send_task("tests.join.add", (1, 2), countdwn=5)
+    assert app.join() == 0
