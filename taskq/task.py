@@ -62,6 +62,18 @@ class TaskOptions:
         if self.max_retries < 0:
             raise TaskqError(f"max_retries must be >= 0, got {self.max_retries}")
 
+    def policy(self) -> dict[str, Any]:
+        """The fields a message carries for its worker: retries, limits, results."""
+        return {
+            "max_retries": self.max_retries,
+            "retry_backoff": self.retry_backoff,
+            "retry_backoff_max": self.retry_backoff_max,
+            "retry_jitter": self.retry_jitter,
+            "time_limit": self.time_limit,
+            "soft_time_limit": self.soft_time_limit,
+            "ignore_result": self.ignore_result,
+        }
+
     def retries_on(self, exc: BaseException) -> bool:
         """Whether a failure with ``exc`` gets another attempt."""
         return isinstance(exc, self.autoretry_for) and not isinstance(exc, self.dont_autoretry_for)
@@ -87,6 +99,7 @@ class Task(Generic[P, R]):
         self._app = app
         self.name = name
         self.options = options
+        self._policy = options.policy()  # options are frozen: made once, sent with each call
         self._local = threading.local()
         functools.update_wrapper(self, fn)
 
@@ -218,14 +231,8 @@ class Task(Generic[P, R]):
             created=now,
             eta=_eta(now, options.get("countdown"), options.get("eta")),
             expires=_when(now, o.expires if options.get("expires") is None else options["expires"]),
-            max_retries=o.max_retries,
-            retry_backoff=o.retry_backoff,
-            retry_backoff_max=o.retry_backoff_max,
-            retry_jitter=o.retry_jitter,
-            time_limit=o.time_limit,
-            soft_time_limit=o.soft_time_limit,
-            ignore_result=o.ignore_result,
             headers=_check_headers(options["headers"]) if options.get("headers") else {},
+            **self._policy,
         )
 
     def retry(self, countdown: float | None = None, exc: BaseException | None = None) -> NoReturn:
@@ -308,17 +315,7 @@ def own_policy(message: Message) -> Message:
     task = _registry.get(message.task)
     if not message.by_name or task is None:
         return message
-    o = task.options
-    return message.replace(
-        by_name=False,
-        max_retries=o.max_retries,
-        retry_backoff=o.retry_backoff,
-        retry_backoff_max=o.retry_backoff_max,
-        retry_jitter=o.retry_jitter,
-        time_limit=o.time_limit,
-        soft_time_limit=o.soft_time_limit,
-        ignore_result=o.ignore_result,
-    )
+    return message.replace(by_name=False, **task.options.policy())
 
 
 def make_task(

@@ -23,6 +23,7 @@ broker's tmp/ litter, its recycled files) stays in that implementation.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -326,6 +327,16 @@ class Transfer(Protocol):
     def discard(self, stored: Stored) -> None:
         """Remove one exported message from its state (``taskq migrate``, once the
         destination holds it); one gone meanwhile is not an error."""
+
+
+def parse_event(line: bytes) -> dict[str, Any] | None:
+    """One stored event line as the object it holds; None for a line that is not
+    one (cut short by a crash, or written by someone else): readers skip it."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
 
 
 class Events(Protocol):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import stat
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BrokerError
+from .base import parse_event
 from .fs import write_all
 from .trust import Trust, make_folder
 
@@ -146,17 +146,9 @@ def _read_lines(fd: int, offset: int, limit: int, into: list[dict[str, Any]]) ->
             return offset
         for line in lines:
             offset += len(line) + 1
-            event = _parse(line)
+            event = parse_event(line)
             if event is not None:
                 into.append(event)
                 if len(into) >= limit:
                     break
     return offset
-
-
-def _parse(line: bytes) -> dict[str, Any] | None:
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) else None

@@ -8,10 +8,11 @@ on two cores (the server shares them with the workers)."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from .base import parse_event
 
 KEEP = 100_000  # events kept, about (at most about twice as many, see append_events)
 
@@ -61,7 +62,7 @@ class RedisEvents:
                 lines = fields.get(b"e", b"").split(b"\n")
                 first = skip if entry_id == entry else 0
                 taken = lines[first : first + limit - len(events)]
-                events += filter(None, map(_parse, taken))
+                events += filter(None, map(parse_event, taken))
                 read = first + len(taken)
                 cursor = entry_id if read >= len(lines) else f"{entry_id}/{read}"
                 if len(events) >= limit:
@@ -75,11 +76,3 @@ class RedisEvents:
             lambda: self.client.xrange(stream, start, "+", count=100), after_writes=False
         )
         return entries
-
-
-def _parse(line: bytes) -> dict[str, Any] | None:
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) else None
