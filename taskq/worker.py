@@ -15,6 +15,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, TypeVar
 
+from . import signals
 from .brokers.base import Broker, Consumer, Delivery
 from .crashpoints import crash_point
 from .errors import (
@@ -117,6 +118,7 @@ class Worker:
                 self.flush()
         if self.on_failure is not None and not isinstance(settled.decision, Ack):
             self.on_failure(message, settled.value, settled.decision)
+        _signal_settled(message, settled)
 
     def _attempt(
         self, message: Message, payload: bytes
@@ -149,12 +151,27 @@ class Worker:
             self.events.started(message, limit)
         global _running
         _running = message
+        attempt = message.retries + 1
+        if signals.task_prerun.receivers:
+            signals.task_prerun.send(
+                sender=task, task_id=message.id, args=args, kwargs=kwargs, attempt=attempt
+            )
         try:
             outcome, value, countdown = run_task(task, message, args, kwargs)
         finally:
             sys.stdout.flush()  # a line printed without its newline, still as the task's
             sys.stderr.flush()
             _running = None
+        if signals.task_postrun.receivers:
+            signals.task_postrun.send(
+                sender=task,
+                task_id=message.id,
+                args=args,
+                kwargs=kwargs,
+                attempt=attempt,
+                retval=value,
+                outcome=outcome.value,
+            )
         crash_point("run.done")
         self.slot.finish()
         self.done += 1
@@ -183,6 +200,22 @@ class Worker:
             if failing:
                 log.warning("Settled the message after all: writing works again")
             return result
+
+
+def _signal_settled(message: Message, settled: Settled) -> None:
+    """``task_success``, ``task_retry`` or ``task_failure``, once the outcome is stored."""
+    decision, value = settled.decision, settled.value
+    if isinstance(decision, Ack) and settled.outcome is Outcome.SUCCEEDED:
+        signal, fields = signals.task_success, {"result": value}
+    elif isinstance(decision, RetryAt):
+        signal = signals.task_retry
+        fields = {"exception": value, "delay": decision.delay, "attempt": message.retries + 1}
+    elif isinstance(decision, Dead):
+        signal, fields = signals.task_failure, {"exception": value, "reason": decision.reason}
+    else:
+        return
+    if signal.receivers:
+        signal.send(sender=registry().get(message.task), task_id=message.id, **fields)
 
 
 _T = TypeVar("_T")

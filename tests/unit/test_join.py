@@ -206,3 +206,50 @@ def test_send_task_refuses_an_option_it_does_not_know(app: App) -> None:
     with pytest.raises(TaskqError, match=r"unknown option.*countdwn"):
         app.send_task("tests.join.add", (1, 2), countdwn=5)
     assert app.join() == 0
+
+
+def test_signals_follow_each_task_and_a_failing_receiver_is_only_logged(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    from taskq import signals
+
+    seen: list[tuple[str, Any]] = []
+
+    def record(signal: signals.Signal, sender: Any, task_id: str, **fields: Any) -> None:
+        detail = fields.get("outcome") or fields.get("reason") or fields.get("result")
+        seen.append((signal.name, sender.name if sender else None, detail))
+
+    def broken(**_: Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    hooked = [signals.task_prerun, signals.task_postrun, signals.task_success]
+    hooked += [signals.task_retry, signals.task_failure]
+    for signal in hooked:
+        signal.connect(record)
+    signals.task_prerun.connect(broken)
+    try:
+        ok = declare(app, add).delay(2, 3)
+        declare(app, flaky, bind=True, max_retries=3).delay(1)
+        declare(app, charge, max_retries=0).delay("o-1")
+        app.join(fail_fast=False, run_scheduled=True)
+    finally:
+        for signal in hooked:
+            signal.disconnect(record)
+        signals.task_prerun.disconnect(broken)
+
+    assert ok.get(timeout=1) == 5  # the broken receiver failed nothing
+    assert seen == [
+        ("task_prerun", "tests.join.add", None),
+        ("task_postrun", "tests.join.add", "succeeded"),
+        ("task_success", "tests.join.add", 5),
+        ("task_prerun", "tests.join.flaky", None),
+        ("task_postrun", "tests.join.flaky", "failed"),
+        ("task_retry", "tests.join.flaky", None),
+        ("task_prerun", "tests.join.flaky", None),
+        ("task_postrun", "tests.join.flaky", "succeeded"),
+        ("task_success", "tests.join.flaky", 1),
+        ("task_prerun", "tests.join.charge", None),
+        ("task_postrun", "tests.join.charge", "failed"),
+        ("task_failure", "tests.join.charge", "max-retries"),
+    ]
+    assert caplog.text.count("of task_prerun failed (the task goes on)") == 4  # 4 runs
