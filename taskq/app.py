@@ -139,11 +139,7 @@ class App:
 
     def publish(self, message: Message, payload: bytes) -> None:
         self.broker.publish(message, encode(message, payload, self.key))
-        if (events := self.events) is not None:
-            # At its creation: a worker may start it before publish returns.
-            events.record("published", message, ts=message.created)
-        if self.settings.eager:
-            self._run_eagerly({message.queue})
+        self._sent((message,))
 
     def publish_many(self, batch: Iterable[tuple[Message, bytes]]) -> int:
         key = self.key
@@ -152,21 +148,23 @@ class App:
     def publish_sealed(self, batch: Sequence[tuple[Message, bytes]]) -> int:
         """Publish messages already encoded with this app's key, as one batch."""
         published = self.broker.publish_many(batch)
-        if (events := self.events) is not None:
-            for message, _ in batch:
-                events.record("published", message, ts=message.created)
-        if self.settings.eager:
-            self._run_eagerly({m.queue for m, _ in batch})
+        self._sent([m for m, _ in batch])
         return published
 
-    def _run_eagerly(self, queues: Iterable[str]) -> None:
-        """Eager mode: run what was just sent, here and now, through the worker's
-        own path (``join``): countdowns and retry backoffs are not waited for, a
-        failure is stored as the result (``.get()`` raises it), as in Celery."""
-        from .joining import join
+    def _sent(self, messages: Sequence[Message]) -> None:
+        """After a publish: the ``published`` events, and in eager mode the run of
+        what was just sent, here and now, through the worker's own path (``join``):
+        countdowns and retry backoffs are not waited for, a failure is stored as the
+        result (``.get()`` raises it), as in Celery."""
+        if (events := self.events) is not None:
+            for message in messages:
+                # At its creation: a worker may start it before publish returns.
+                events.record("published", message, ts=message.created)
+        if self.settings.eager:
+            from .joining import join
 
-        for queue in sorted(queues):
-            join(self, queue, fail_fast=False, timeout=math.inf, run_scheduled=True)
+            for queue in sorted({m.queue for m in messages}):
+                join(self, queue, fail_fast=False, timeout=math.inf, run_scheduled=True)
 
     def enqueue_many(
         self, calls: Iterable[tuple[Task[Any, Any], Sequence[Any], dict[str, Any]]]

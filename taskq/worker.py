@@ -146,12 +146,12 @@ class Worker:
         # A task's own time_limit=0 means no limit; None means the worker's default.
         limit = self.default_time_limit if message.time_limit is None else message.time_limit
         deadline = started + limit if limit else 0.0
-        self.slot.start(message.id, message.task, started, deadline, message.retries + 1, limit)
+        attempt = message.retries + 1
+        self.slot.start(message.id, message.task, started, deadline, attempt, limit)
         if self.events is not None:
             self.events.started(message, limit)
         global _running
         _running = message
-        attempt = message.retries + 1
         if signals.task_prerun.receivers:
             signals.task_prerun.send(
                 sender=task, task_id=message.id, args=args, kwargs=kwargs, attempt=attempt
@@ -205,17 +205,23 @@ class Worker:
 def _signal_settled(message: Message, settled: Settled) -> None:
     """``task_success``, ``task_retry`` or ``task_failure``, once the outcome is stored."""
     decision, value = settled.decision, settled.value
-    if isinstance(decision, Ack) and settled.outcome is Outcome.SUCCEEDED:
-        signal, fields = signals.task_success, {"result": value}
+    sender = registry().get
+    if isinstance(decision, Ack):
+        if settled.outcome is Outcome.SUCCEEDED and signals.task_success.receivers:
+            signals.task_success.send(sender=sender(message.task), task_id=message.id, result=value)
     elif isinstance(decision, RetryAt):
-        signal = signals.task_retry
-        fields = {"exception": value, "delay": decision.delay, "attempt": message.retries + 1}
-    elif isinstance(decision, Dead):
-        signal, fields = signals.task_failure, {"exception": value, "reason": decision.reason}
-    else:
-        return
-    if signal.receivers:
-        signal.send(sender=registry().get(message.task), task_id=message.id, **fields)
+        if signals.task_retry.receivers:
+            signals.task_retry.send(
+                sender=sender(message.task),
+                task_id=message.id,
+                exception=value,
+                delay=decision.delay,
+                attempt=message.retries + 1,
+            )
+    elif isinstance(decision, Dead) and signals.task_failure.receivers:
+        signals.task_failure.send(
+            sender=sender(message.task), task_id=message.id, exception=value, reason=decision.reason
+        )
 
 
 _T = TypeVar("_T")
