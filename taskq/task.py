@@ -151,9 +151,15 @@ class Task(Generic[P, R]):
         the task reads as ``self.request.headers``); ``link``: signatures called
         with its result, ``link_error``: with its id if it fails for good."""
         if link is not None or link_error is not None:  # a workflow: see canvas.py
-            options: dict[str, Any] = {"countdown": countdown, "eta": eta, "queue": queue}
-            options |= {"priority": priority}
-            options |= {"expires": expires, "task_id": task_id, "headers": headers}
+            options = {
+                "countdown": countdown,
+                "eta": eta,
+                "priority": priority,
+                "queue": queue,
+                "expires": expires,
+                "task_id": task_id,
+                "headers": headers,
+            }
             sig = self.s(*args, **(kwargs or {})).set(
                 **{k: v for k, v in options.items() if v is not None}
             )
