@@ -20,6 +20,7 @@ from .errors import (
     TaskExpired,
     TaskFailed,
     TaskqError,
+    TaskRevokedError,
     TimeLimitExceeded,
     WorkerLost,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "Task",
     "TaskExpired",
     "TaskFailed",
+    "TaskRevokedError",
     "TaskqError",
     "TimeLimitExceeded",
     "WorkerLost",

@@ -17,7 +17,7 @@ from .brokers import display_url
 from .brokers.base import DeadLetter
 from .config import Settings
 from .errors import ResultNotFound, TaskqError
-from .message import encode, validate_queue
+from .message import encode, validate_queue, validate_task_id
 from .policy import Outcome
 from .results import READY_STATES, AsyncResult, require
 from .settling import Unopened, classify
@@ -174,6 +174,27 @@ def purge_queue(settings: Settings, queue: str) -> int:
             f"no queue named {queue!r} in {display_url(settings.broker)} (queues: {listed})"
         )
     return broker.purge(queue)
+
+
+# What ``taskq revoke`` calls the state it found a task in, by ``Inspection.find``'s name.
+_FOUND = {"ready": "queued", "scheduled": "scheduled", "claimed": "running", "dead": "dead"}
+
+
+def revoke(settings: Settings, task_ids: list[str], terminate: bool) -> list[tuple[str, str]]:
+    """Revoke tasks (``App.control.revoke``); for each id, where it was found before:
+    queued, scheduled, running, dead, finished (a result is stored) or unknown
+    (revoked all the same: a message may be sent under it later)."""
+    app = App.from_settings(settings)
+    for task_id in task_ids:
+        validate_task_id(task_id)  # every id checked before any is revoked
+    found = []
+    for task_id in task_ids:
+        state = app.broker.find(task_id)
+        if state is None:
+            state = "finished" if app.broker.load_result(task_id) is not None else "unknown"
+        found.append((task_id, _FOUND.get(state, state)))
+    app.control.revoke(task_ids, terminate=terminate)
+    return found
 
 
 def result(settings: Settings, task_id: str, wait: float | None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .brokers import display_url, open_broker
 from .config import Settings, load_settings
+from .control import Control
 
 # Re-exported where users (and tests) know them from; they live in current.py.
 from .current import default_app as default_app
@@ -190,6 +191,11 @@ class App:
         from .joining import join
 
         return join(self, queue, fail_fast=fail_fast, timeout=timeout, run_scheduled=run_scheduled)
+
+    @property
+    def control(self) -> Control:
+        """Celery's ``app.control``: ``app.control.revoke(task_id, terminate=False)``."""
+        return Control(self)
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, app=self)

@@ -282,6 +282,33 @@ def result(ctx: click.Context, task_id: str, wait: float | None) -> None:
         sys.exit(1)
 
 
+@main.command()
+@_broker_options
+@click.argument("task_ids", nargs=-1, required=True)
+@click.option("--terminate", is_flag=True, help="Kill the worker process of a running one.")
+@click.pass_context
+@_errors_as_one_line
+def revoke(ctx: click.Context, task_ids: tuple[str, ...], terminate: bool) -> None:
+    """Revoke tasks by id: not started if waiting; running ones finish unless --terminate.
+
+    Ids not found are revoked all the same (a message may be sent under one later)."""
+    for task_id, state in admin.revoke(_settings(ctx), list(task_ids), terminate):
+        effect = _REVOKE_EFFECT[state]
+        if state == "running" and terminate:
+            effect = "killed within about a second"
+        click.echo(f"{task_id}: {state}, {effect}")
+
+
+_REVOKE_EFFECT = {
+    "queued": "will not start",
+    "scheduled": "will not start",
+    "running": "finishes (no --terminate)",
+    "dead": "dead-lettered already; will not start if retried",
+    "finished": "finished already",
+    "unknown": "revoked in case it is sent",
+}
+
+
 @main.group()
 def key() -> None:
     """Rotate the signing key of the broker, and drop old keys."""

@@ -15,7 +15,8 @@
     ├── TaskFailed              a task failed and its exception could not be rebuilt
     ├── TaskExpired             the task's ``expires`` passed before it started
     ├── WorkerLost              the worker process died while running the task
-    └── TimeLimitExceeded       the task passed its hard time limit and was killed
+    ├── TimeLimitExceeded       the task passed its hard time limit and was killed
+    └── TaskRevokedError        the task was revoked: never started, or killed (terminate)
 
 Control flow, not errors (a task raises them on purpose):
 
@@ -107,6 +108,11 @@ class ChordFailed(TaskqError):
 
 class TimeLimitExceeded(TaskqError):
     """A task ran past its hard ``time_limit``; its process was killed."""
+
+
+class TaskRevokedError(TaskqError):
+    """The task was revoked (``AsyncResult.revoke``): a worker did not start it, or
+    killed it with ``terminate=True``. Celery's name for it."""
 
 
 def describe_error(exc: BaseException) -> str:

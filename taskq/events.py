@@ -12,7 +12,8 @@ Every event has ``event``, ``ts`` (Unix time), ``id``, ``task``, ``queue``,
 ``worker`` (the supervisor's name) too. ``started`` adds ``time_limit``; the end
 of a run adds ``runtime`` (seconds); ``retried`` adds ``retry_in`` and ``error``;
 ``failed`` adds ``error``; ``dead-lettered`` adds ``reason``; ``recovered``
-adds ``consumer`` and ``requeued``.
+adds ``consumer`` and ``requeued``; ``revoked`` (settled unrun, or killed by a
+revoke with terminate) has nothing more.
 """
 
 from __future__ import annotations
@@ -136,6 +137,8 @@ class Recorder:
         ran = {} if runtime is None else {"runtime": round(runtime, 6)}
         if outcome is Outcome.EXPIRED:
             self.record("expired", message)
+        elif outcome is Outcome.REVOKED:
+            self.record("revoked", message, **ran)
         elif isinstance(decision, Ack):  # the hot path: its field formatted here
             took = "" if runtime is None else f'"runtime":{round(runtime, 6)!r},'
             self._add("succeeded", message, took, None)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from datetime import datetime
 
 from .brokers.base import Broker, Inspection, KeyStore
-from .errors import BrokerError, TimeLimitExceeded, WorkerLost
+from .errors import BrokerError, TaskRevokedError, TimeLimitExceeded, WorkerLost
 from .events import Recorder
 from .keys import Keyring
 from .policy import Outcome
@@ -132,6 +132,10 @@ def _timestamp(text: object) -> float | None:
         return None
 
 
+# The error stored for a task whose process the supervisor killed, by why it did.
+_KILLED_ERROR = {Outcome.TIME_LIMIT: TimeLimitExceeded, Outcome.REVOKED: TaskRevokedError}
+
+
 class Recoveries:
     """Settles the claims of dead consumers: the supervisor's own children as
     they are reaped, others' (and those whose settling failed) every sweep."""
@@ -156,7 +160,7 @@ class Recoveries:
         self._unsettled: dict[str, Outcome | None] = {}
 
     def settle(self, consumer: str, outcome: Outcome | None) -> None:
-        error = TimeLimitExceeded if outcome is Outcome.TIME_LIMIT else WorkerLost
+        error = _KILLED_ERROR.get(outcome, WorkerLost) if outcome else WorkerLost
         self._unsettled[consumer] = outcome
         with self._chores.chore("settle the messages of dead workers"):
             recover_consumer(

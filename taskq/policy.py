@@ -25,6 +25,7 @@ class Outcome(Enum):
     TIME_LIMIT = "time-limit"  # the supervisor killed it at its hard time limit
     KILLED = "killed"  # its process died mid-task (SIGKILL, OOM, crash)
     EXPIRED = "expired"  # its `expires` passed before it could start
+    REVOKED = "revoked"  # revoked: never started, or killed by a revoke with terminate
     # Never run, never retried: running it again would end the same way.
     UNSAFE_ENTRY = "unsafe-entry"  # not a regular file: quarantined unread
     BAD_SIGNATURE = "bad-signature"  # not signed by a key we trust: never unpickled
@@ -52,7 +53,7 @@ class Dead:
 
 Decision = Ack | RetryAt | Dead
 
-_ACKED = frozenset({Outcome.SUCCEEDED, Outcome.EXPIRED})
+_ACKED = frozenset({Outcome.SUCCEEDED, Outcome.EXPIRED, Outcome.REVOKED})
 
 # Why a message ends in dead/ at once, whatever retries it has left.
 _FINAL_REASON = {

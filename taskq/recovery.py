@@ -84,10 +84,8 @@ def _settle(
     if opened is None:
         return
     message, payload = opened
-    error = error_type(
-        f"task {message.task}[{message.id}]: worker {delivery.consumer} "
-        + ("passed the hard time limit" if outcome is Outcome.TIME_LIMIT else "died")
-    )
+    how = _HOW.get(outcome, "died")
+    error = error_type(f"task {message.task}[{message.id}]: worker {delivery.consumer} {how}")
     settled = settler.settle(delivery, message, payload, outcome, error)
     describe(message, settled)
     if events is not None:
@@ -96,6 +94,13 @@ def _settle(
     if tally is not None:
         tally.recovered(message.task)
         tally.settled(message.task, settled.outcome, settled.decision, None)
+
+
+# How the process running the task ended, when the supervisor killed it.
+_HOW = {
+    Outcome.TIME_LIMIT: "passed the hard time limit",
+    Outcome.REVOKED: "was killed: the task was revoked with terminate",
+}
 
 
 def _requeued(events: Recorder | None, settler: Settler, delivery: Delivery) -> None:

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 PENDING, STARTED, RETRY, SUCCESS, FAILURE = "PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE"
-READY_STATES = frozenset({SUCCESS, FAILURE})
+REVOKED = "REVOKED"
+READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
 
 
 def success_record(task_id: str, task: str, value: Any, key: Keyring) -> bytes:
@@ -93,8 +94,14 @@ class AsyncResult(Generic[R]):
         return loaded is not None and loaded[0]["status"] == SUCCESS
 
     def failed(self) -> bool:
+        """Whether the task failed (FAILURE); a revoked one did not, as in Celery."""
         loaded = self._load()
         return loaded is not None and loaded[0]["status"] == FAILURE
+
+    def revoke(self, terminate: bool = False) -> None:
+        """Revoke the task (``App.control.revoke``): if it has not started, no worker
+        will start it; if it runs, it finishes, unless ``terminate`` kills it."""
+        self.app.control.revoke(self.id, terminate=terminate)
 
     @overload
     def get(
@@ -110,7 +117,8 @@ class AsyncResult(Generic[R]):
         self, timeout: float | None = None, propagate: bool = True, interval: float = 0.05
     ) -> R | BaseException:
         """Wait for the task: its return value, or its exception raised here
-        (returned instead with ``propagate=False``, as Celery does).
+        (returned instead with ``propagate=False``, as Celery does);
+        ``TaskRevokedError`` for a revoked task.
 
         The exception carries the worker's traceback as a note (and as
         ``remote_traceback``); ``TimeoutError`` if nothing came in ``timeout`` s;

@@ -32,7 +32,7 @@ from .errors import (
 from .keys import Keyring
 from .message import Message, decode, encode
 from .policy import Ack, Dead, Decision, Outcome, RetryAt, settle
-from .results import FAILURE, RETRY, failure_record, success_record
+from .results import FAILURE, RETRY, REVOKED, failure_record, success_record
 from .workflow import FollowUps, first_copy, on_open
 
 log = logging.getLogger("taskq.worker")
@@ -184,6 +184,8 @@ class Settler:
         if outcome is Outcome.SUCCEEDED:
             return success_record(message.id, message.task, value, self.key)
         status = RETRY if isinstance(decision, RetryAt) else FAILURE
+        if outcome is Outcome.REVOKED:
+            status = REVOKED
         return failure_record(message.id, message.task, value, self.key, status=status)
 
     def _attempt(self, outcome: Outcome, error: BaseException) -> Mapping[str, Any]:

@@ -183,6 +183,7 @@ class Supervisor:
         now = time.time()
         self._reap()
         self._enforce_time_limits(now)
+        self._terminate_revoked()
         self._retire_overdue(now)
         if self._hot_reload is not None:
             self._check_sources(self._hot_reload)
@@ -319,6 +320,32 @@ class Supervisor:
                 )
                 child.kill_reason = Outcome.TIME_LIMIT
                 _kill(child.process.pid)
+
+    def _terminate_revoked(self) -> None:
+        """Kill the children running a task revoked with ``terminate``: its claim is
+        then settled as revoked (not run again, no poison strike) and the child replaced."""
+        running = {}
+        for child in self.children:
+            if child.process is not None and child.kill_reason is None:
+                posting = child.slot.read()
+                if posting.busy:
+                    running[posting.task_id] = (child, posting)
+        if not running:
+            return
+        doomed: set[str] = set()
+        with self._chores.chore("read the revoked task ids"):
+            doomed = self.broker.terminations() & running.keys()
+        for task_id in doomed:
+            child, posting = running[task_id]
+            log.warning(
+                "Task %s[%s] revoked with terminate: killing worker %s (pid %s)",
+                posting.task,
+                task_id,
+                child.slot.index,
+                child.process.pid,
+            )
+            child.kill_reason = Outcome.REVOKED
+            _kill(child.process.pid)
 
     # -- reload ---------------------------------------------------------------
 

@@ -35,6 +35,8 @@ class Tally:
         """Count how a delivery of ``task`` ended (what ``policy.settle`` decided)."""
         if outcome is Outcome.EXPIRED:
             kind = "expired"
+        elif outcome is Outcome.REVOKED:
+            kind = "revoked"
         elif isinstance(decision, Ack):
             kind = "succeeded"
         elif isinstance(decision, RetryAt):

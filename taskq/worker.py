@@ -23,7 +23,9 @@ from .errors import (
     SoftTimeLimitExceeded,
     TaskExpired,
     TaskNotFound,
+    TaskRevokedError,
     describe_error,
+    safe_str,
 )
 from .events import FLUSH_EVERY, Recorder
 from .keys import Keyring
@@ -101,7 +103,12 @@ class Worker:
         message, payload = opened
         if message.by_name:
             message = own_policy(message)
-        outcome, value, countdown, elapsed_ms = self._attempt(message, payload)
+        if self.broker.is_revoked(message.id):
+            outcome, value, countdown, elapsed_ms = _revoked(message)
+        else:
+            outcome, value, countdown, elapsed_ms = self._attempt(message, payload)
+            if outcome in _RETRIED and self.broker.is_revoked(message.id):
+                outcome, value = _revoked(message, value)[:2]  # its retry would not start
         settled = self._settled(
             lambda: self.settler.settle(delivery, message, payload, outcome, value, countdown)
         )
@@ -202,6 +209,21 @@ class Worker:
             return result
 
 
+_RETRIED = frozenset({Outcome.FAILED, Outcome.RETRY_REQUESTED})
+
+
+def _revoked(
+    message: Message, error: BaseException | None = None
+) -> tuple[Outcome, TaskRevokedError, None, None]:
+    """The outcome of a revoked message: not started, or (``error``) failed after
+    it was revoked, so not retried."""
+    what = f"task {message.task}[{message.id}] was revoked"
+    if error is None:
+        return Outcome.REVOKED, TaskRevokedError(f"{what}: not started"), None, None
+    failed = f"{what} while it ran, then failed ({describe_error(error)}): not retried"
+    return Outcome.REVOKED, TaskRevokedError(failed), None, None
+
+
 def _signal_settled(message: Message, settled: Settled) -> None:
     """``task_success``, ``task_retry`` or ``task_failure``, once the outcome is stored."""
     decision, value = settled.decision, settled.value
@@ -245,6 +267,9 @@ def describe(message: Message, settled: Settled, elapsed_ms: float | None = None
         log.info("%s succeeded in %.1f ms: %.200r", what, elapsed_ms or 0.0, value, extra=fields)
     elif settled.outcome is Outcome.EXPIRED:
         log.warning("%s expired before it could run: dropped", what, extra=fields)
+    elif settled.outcome is Outcome.REVOKED:
+        text = safe_str(value)  # "task <name>[<id>] was revoked: ..."
+        log.warning("%s%s", text[:1].upper(), text[1:], extra=fields)
     elif isinstance(decision, RetryAt):
         log.warning(
             "%s failed%s (%s): retry in %.2f s (attempt %d/%d)",

@@ -18,7 +18,8 @@ States a message goes through::
 (the state of ``canvas.chord``) and ``Events``. Code that
 needs one part names that part. What only one implementation needs (the file
 broker's tmp/ litter, its recycled files) stays in that implementation.
-``Schedule`` (the periodic tasks' lease and ticks) is a part too.
+``Schedule`` (the periodic tasks' lease and ticks) and ``Revocations`` (revoked
+task ids) are parts too.
 """
 
 from __future__ import annotations
@@ -354,6 +355,31 @@ class Events(Protocol):
         (rotated, trimmed) reads on from the oldest kept."""
 
 
+class Revocations(Protocol):
+    """Revoked task ids (``AsyncResult.revoke``): a worker settles a message under a
+    revoked id as revoked instead of running it, and a supervisor kills the process
+    running one revoked with ``terminate``. An id may be revoked before any message
+    carries it. Each revocation is kept until its ``expires_at``."""
+
+    def revoke(self, task_ids: Collection[str], terminate: bool, expires_at: float) -> None:
+        """Record ``task_ids`` as revoked until ``expires_at`` (a timestamp); revoking
+        an id again extends it, and ``terminate`` once given stays."""
+
+    def is_revoked(self, task_id: str) -> bool:
+        """Whether ``task_id`` is revoked. Asked for every message a worker opens, so
+        it costs no round trip of its own: answered from a copy kept in this process
+        and reloaded when the broker's change marker moves (files: one ``stat``;
+        Redis: looked at once a second at most, so a revocation reaches a worker
+        within about a second)."""
+
+    def terminations(self) -> set[str]:
+        """The ids revoked with ``terminate``, as fresh as ``is_revoked`` sees them."""
+
+    def revocation_steps(self, now: float) -> Iterator[bool]:
+        """Forget the revocations whose ``expires_at`` is before ``now``, one a step
+        (part of ``housekeeping_steps``)."""
+
+
 class Broker(
     Queues,
     Recovery,
@@ -366,6 +392,7 @@ class Broker(
     Transfer,
     Events,
     Schedule,
+    Revocations,
     Protocol,
 ):
     """Everything taskq asks of a broker: each part above, in one object."""

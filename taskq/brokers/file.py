@@ -33,6 +33,7 @@ from .base import Delivery
 from .consumer import FileConsumer, read_claimed
 from .file_admin import FileAdmin
 from .file_events import FileEvents
+from .file_revocations import FileRevocations
 from .file_schedule import FileSchedule
 from .file_stores import STATES
 from .file_transfer import FileTransfer
@@ -55,7 +56,7 @@ _LOCK = ".lock"
 _BATCH = 1000  # messages a durable publish_many makes durable with one flush
 
 
-class FileBroker(FileEvents, FileAdmin, FileTransfer, FileSchedule):
+class FileBroker(FileEvents, FileAdmin, FileTransfer, FileSchedule, FileRevocations):
     """A broker that is a directory. Safe for many processes on one host."""
 
     def __init__(

@@ -31,6 +31,7 @@ class FileAdmin(FileStores, FileChords):
     spares: SparePool
     queue_dir: Callable[[str], Path]
     queues: Callable[[], list[str]]
+    revocation_steps: Callable[[float], Iterator[bool]]
 
     def counts(self) -> dict[str, QueueCounts]:
         out = {}
@@ -103,6 +104,7 @@ class FileAdmin(FileStores, FileChords):
         yield from self.sweep_steps(results_before, now - _TMP_MAX_AGE)
         # A chord expires with results: one unchanged since then is abandoned.
         yield from self.chord_expiry_steps(results_before)
+        yield from self.revocation_steps(now)
 
     def sweep_tmp(self, older_than: float) -> int:
         """Delete litter from crashed writers (and surplus recycled files); return how many."""

@@ -146,7 +146,15 @@ class FileStores:
     def check_trust(self) -> None:
         """Check every folder and key file again, as a worker that ran for a while does."""
         check_folder(self.root, self.trust, self.root, follow=True)
-        for name in ("queues", "results", "spare", "workers", "chords", "schedule"):
+        for name in (
+            "queues",
+            "results",
+            "spare",
+            "workers",
+            "chords",
+            "schedule",
+            "revoked",
+        ):
             if os.path.lexists(self.root / name):
                 check_folder(self.root / name, self.trust, self.root)
         queues: list[Path] = []

@@ -58,6 +58,7 @@ from .names import id_of, scheduled_name
 from .redis_chords import RedisChords
 from .redis_events import RedisEvents
 from .redis_link import RedisLink, bulk, pack, pack_head
+from .redis_revocations import RedisRevocations
 from .redis_stores import RedisSchedule, RedisStores
 from .redis_transfer import RedisTransfer
 
@@ -218,7 +219,9 @@ class _Wire(threading.local):
     pid = 0
 
 
-class RedisBroker(RedisEvents, RedisChords, RedisStores, RedisTransfer, RedisSchedule):
+class RedisBroker(
+    RedisEvents, RedisChords, RedisStores, RedisTransfer, RedisSchedule, RedisRevocations
+):
     """The broker contract on one Redis (any version from 6.2), shared by every
     producer and worker that names the same URL and prefix."""
 
@@ -601,7 +604,8 @@ class RedisBroker(RedisEvents, RedisChords, RedisStores, RedisTransfer, RedisSch
 
     def housekeeping_steps(self, now: float, results_before: float) -> Iterator[bool]:
         # Redis leaves no litter: expiry is all there is (results also carry a TTL).
-        return self.expiry_steps(results_before)
+        yield from self.expiry_steps(results_before)
+        yield from self.revocation_steps(now)
 
 
 def _read_lines(sock: socket.socket, count: int) -> list[bytes]:

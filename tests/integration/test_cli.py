@@ -30,6 +30,7 @@ COMMANDS = [
     ("dead", "purge"),
     ("purge",),
     ("result",),
+    ("revoke",),
     ("key",),
     ("key", "rotate"),
     ("key", "prune"),
