@@ -33,6 +33,7 @@ class FileRevocations:
     root: Path
     trust: Trust
     _revoked_copy: RevokedCopy | None = None
+    _revoked_path = ""  # the folder's path as a str, made once: stat'ed per message
 
     @property
     def _revoked_dir(self) -> Path:
@@ -60,8 +61,10 @@ class FileRevocations:
         return self._revoked_copy
 
     def _revoked_marker(self) -> object:
+        if not self._revoked_path:
+            self._revoked_path = str(self._revoked_dir)
         try:
-            st = os.stat(self._revoked_dir)
+            st = os.stat(self._revoked_path)
         except FileNotFoundError:
             return None
         if st.st_mtime > time.time() - _SETTLED_AFTER:
