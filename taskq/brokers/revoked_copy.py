@@ -5,8 +5,11 @@ is looked at no more often than ``every`` seconds."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
+
+log = logging.getLogger("taskq.worker")
 
 
 class RevokedCopy:
@@ -26,6 +29,7 @@ class RevokedCopy:
         self._seen: object = None
         self._ids: Mapping[str, bool] = {}
         self._next = 0.0
+        self._failing = False
 
     def ids(self) -> Mapping[str, bool]:
         if self._every:
@@ -33,10 +37,19 @@ class RevokedCopy:
             if now < self._next:
                 return self._ids
             self._next = now + self._every
-        marker = self._marker()
-        if marker is None:
-            self._ids = {}
-        elif marker != self._seen:
-            self._ids = self._load()  # the marker is read first: a change meanwhile moves it
+        try:
+            marker = self._marker()
+            if marker is None:
+                self._ids = {}
+            elif marker != self._seen:
+                self._ids = self._load()  # the marker is read first: a change meanwhile moves it
+        except OSError as exc:  # BrokerUnavailable too: a task is not failed for this
+            if not self._failing:
+                log.error("Cannot read the revoked task ids (%s): using the last ones read", exc)
+            self._failing = True
+            return self._ids
+        if self._failing:
+            log.warning("Reading the revoked task ids again")
+            self._failing = False
         self._seen = marker
         return self._ids
