@@ -337,6 +337,8 @@ class Supervisor:
             doomed = self.broker.terminations() & running.keys()
         for task_id in doomed:
             child, posting = running[task_id]
+            if child.slot.read().started_at != posting.started_at:
+                continue  # it finished meanwhile (reading the ids may take a round trip)
             log.warning(
                 "Task %s[%s] revoked with terminate: killing worker %s (pid %s)",
                 posting.task,
