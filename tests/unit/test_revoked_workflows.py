@@ -109,3 +109,23 @@ def test_eager_mode_runs_what_is_not_revoked_and_settles_what_is(tmp_path: Path)
     assert result.state == REVOKED
     assert CALLS == [("add", (1, 2))]
     assert not (tmp_path / "never-created").exists()
+
+
+def fails_once(self: Any, value: int) -> int:
+    CALLS.append(("fails_once", self.request.retries))
+    if self.request.retries == 0:
+        raise ConnectionError("first attempt fails")
+    return value
+
+
+def test_a_retry_waiting_for_its_backoff_is_not_started_once_revoked(app: App) -> None:
+    task = app.task(fails_once, name="tests.revoke.fails_once", bind=True, retry_backoff=3600)
+    result = task.delay(7)
+    app.join(fail_fast=False)  # the first attempt fails: its retry waits an hour
+    assert app.broker.find(result.id) == "scheduled"
+
+    result.revoke()
+    run(app)  # every scheduled message due at once
+
+    assert result.state == REVOKED
+    assert CALLS == [("fails_once", 0)]
