@@ -27,8 +27,9 @@ from .errors import (
 )
 from .events import FLUSH_EVERY, Recorder
 from .keys import Keyring
-from .message import Message, load_value
+from .message import Message, encode, load_value
 from .policy import Ack, Dead, Decision, Outcome, RetryAt, is_expired
+from .rates import admit
 from .settling import Settled, Settler
 from .slots import Slot
 from .tally import Tally
@@ -101,6 +102,11 @@ class Worker:
         message, payload = opened
         if message.by_name:
             message = own_policy(message)
+        if message.rate_limit is not None:
+            admitted = self._admitted(delivery, message, payload)
+            if admitted is None:
+                return
+            message = admitted
         outcome, value, countdown, elapsed_ms = self._attempt(message, payload)
         settled = self._settled(
             lambda: self.settler.settle(delivery, message, payload, outcome, value, countdown)
@@ -119,6 +125,17 @@ class Worker:
         if self.on_failure is not None and not isinstance(settled.decision, Ack):
             self.on_failure(message, settled.value, settled.decision)
         _signal_settled(message, settled)
+
+    def _admitted(self, delivery: Delivery, message: Message, payload: bytes) -> Message | None:
+        """``message`` once its task's rate lets it start, or None once it is put back
+        in scheduled/ for its slot (``rates.admit``). An expired one takes no slot."""
+        if is_expired(message, time.time()):
+            return message
+
+        def reschedule(again: Message) -> None:
+            self.broker.retry_later(delivery, again, encode(again, payload, self.key))
+
+        return self._settled(lambda: admit(self.broker, message, reschedule))
 
     def _attempt(
         self, message: Message, payload: bytes

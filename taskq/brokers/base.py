@@ -18,7 +18,8 @@ States a message goes through::
 (the state of ``canvas.chord``) and ``Events``. Code that
 needs one part names that part. What only one implementation needs (the file
 broker's tmp/ litter, its recycled files) stays in that implementation.
-``Schedule`` (the periodic tasks' lease and ticks) is a part too.
+``Schedule`` (the periodic tasks' lease and ticks) is a part too, and
+``RateLimits`` (the slots of rate-limited tasks).
 """
 
 from __future__ import annotations
@@ -354,6 +355,18 @@ class Events(Protocol):
         (rotated, trimmed) reads on from the oldest kept."""
 
 
+class RateLimits(Protocol):
+    """Rate limits shared by every worker of the broker (``@task(rate_limit=...)``)."""
+
+    def take_slot(self, key: str, interval: float, burst: int) -> float:
+        """Reserve the next free slot of the rate named ``key`` (one start every
+        ``interval`` seconds, up to ``burst`` at once after a quiet spell) and return
+        the seconds until it (0: start now). Atomic over every process and host of
+        the broker, on the broker's one clock: each take gets a slot of its own, so
+        N takes at once get N slots, ``interval`` apart past the burst. A slot
+        reserved and never used is lost (the rate dips), never given twice."""
+
+
 class Broker(
     Queues,
     Recovery,
@@ -366,6 +379,7 @@ class Broker(
     Transfer,
     Events,
     Schedule,
+    RateLimits,
     Protocol,
 ):
     """Everything taskq asks of a broker: each part above, in one object."""
