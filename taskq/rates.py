@@ -95,6 +95,13 @@ def valid_rate(value: object) -> bool:
         return False
 
 
+def holds_slot(message: Message) -> bool:
+    """Whether ``message`` is the copy put back in scheduled/ for the slot it names.
+    Another copy (a retry, whatever its cause; a dead letter sent again) has
+    another ETA and takes a slot of its own."""
+    return message.rate_slot is not None and message.eta == message.rate_slot - LEAD
+
+
 def admit(
     broker: RateLimits,
     message: Message,
@@ -105,10 +112,10 @@ def admit(
     slot is due), or None once it is rescheduled to its slot (``reschedule`` is
     given the copy to put back in scheduled/)."""
     assert message.rate_limit is not None
-    if message.rate_slot is not None:
-        # Reserved by the worker that claimed it early: its own slot, taken already.
+    if holds_slot(message):
+        assert message.rate_slot is not None
         sleep(min(max(message.rate_slot - time.time(), 0.0), SLEEP_MOST))
-        return message.replace(rate_slot=None)  # a retry takes a slot of its own
+        return message
     wait = broker.take_slot(message.task, interval_of(message.rate_limit), BURST)
     if wait <= SLEEP_MOST:
         sleep(wait)

@@ -123,15 +123,26 @@ def test_admit_puts_a_message_back_for_a_far_slot_without_counting_an_attempt() 
 def test_a_message_holding_its_slot_runs_in_it_and_its_retry_takes_a_new_one() -> None:
     broker, sleeps, rescheduled = MemoryBroker("admit"), Sleeps(), []
     broker.take_slot("tests.rates.t", 60.0, 1)  # the slot now is gone: the next is a minute on
-    holding = Message(new_id(), "tests.rates.t", rate_limit="1/m", rate_slot=time.time() + 0.3)
+    slot = time.time() + 0.3
+    holding = Message(new_id(), "tests.rates.t", rate_limit="1/m", eta=slot - LEAD, rate_slot=slot)
 
-    admitted = admit(broker, holding, rescheduled.append, sleeps)
-
-    assert admitted is not None and admitted.rate_slot is None  # a retry copy asks again
+    assert admit(broker, holding, rescheduled.append, sleeps) is holding
     assert 0.2 < sleeps[0] <= 0.3 and rescheduled == []
-    late = holding.replace(rate_slot=time.time() + 3600)  # a clock far off: not slept on
-    admit(broker, late, rescheduled.append, sleeps)
-    assert sleeps[1] == SLEEP_MOST
+
+    # A retry (after a failure, or its worker killed mid-task) has another ETA.
+    retry = holding.replace(retries=1, eta=time.time())
+    assert admit(broker, retry, rescheduled.append, sleeps) is None
+    [again] = rescheduled
+    assert again.rate_slot == pytest.approx(time.time() + 60, abs=1)
+
+
+def test_a_slot_held_by_a_far_off_clock_is_not_slept_on_for_long() -> None:
+    broker, sleeps = MemoryBroker("admit"), Sleeps()
+    slot = time.time() + 3600
+    late = Message(new_id(), "tests.rates.t", rate_limit="1/m", eta=slot - LEAD, rate_slot=slot)
+
+    assert admit(broker, late, [].append, sleeps) is late
+    assert sleeps == [SLEEP_MOST]
 
 
 def test_a_worker_runs_what_the_rate_allows_and_schedules_the_rest_for_their_slots(
