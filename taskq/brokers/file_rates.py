@@ -57,6 +57,8 @@ class FileRates:
             _opened_by = os.getpid()
             _files.clear()
         name = quote(key, safe="")
+        if name.startswith("."):  # never ".", ".." nor a hidden name
+            name = "%2E" + name[1:]
         if len(name) > _NAME_MOST:
             name = hashlib.sha256(key.encode()).hexdigest()
         path = str(self.root / "rates" / name)
