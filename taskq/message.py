@@ -28,6 +28,7 @@ from typing import Any
 
 from .errors import BadSignature, MessageError, SerializationError
 from .keys import Keyring
+from .rates import valid_rate
 
 MAGIC = b"TQ1"
 _MAC_SIZE = 32
@@ -69,6 +70,11 @@ class Message:
     # Sent by name (``app.send_task``) by a producer without the task's code: the
     # worker gives it the task's own retry policy and limits (``task.own_policy``).
     by_name: bool = False
+    # At most this many calls of the task start per second, minute or hour
+    # ("100/m"), over every worker of the broker; ``rate_slot``: the time of the
+    # slot this message holds already (see ``rates.admit``).
+    rate_limit: str | None = None
+    rate_slot: float | None = None
 
     @property
     def name(self) -> str:
@@ -354,6 +360,8 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "headers": (lambda v: type(v) is dict, "an object"),
     "workflow": (lambda v: type(v) is dict, "an object"),
     "by_name": (lambda v: type(v) is bool, "true or false"),
+    "rate_limit": (lambda v: v is None or valid_rate(v), 'a rate such as "100/m", or null'),
+    "rate_slot": (lambda v: v is None or _time(v), "a time or null"),
 }
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, ov
 from .current import default_app
 from .errors import Retry, TaskqError
 from .message import Batch, Message, dump_call, new_id, validate_queue, validate_task_id
+from .rates import check_rate
 
 if TYPE_CHECKING:
     from .app import App
@@ -55,10 +56,12 @@ class TaskOptions:
     expires: float | None = None
     ignore_result: bool = False
     bind: bool = False
+    rate_limit: str | float | None = None
 
     def __post_init__(self) -> None:
         validate_queue(self.queue)
         _check_priority(self.priority)
+        object.__setattr__(self, "rate_limit", check_rate(self.rate_limit))
         if self.max_retries < 0:
             raise TaskqError(f"max_retries must be >= 0, got {self.max_retries}")
 
@@ -72,6 +75,7 @@ class TaskOptions:
             "time_limit": self.time_limit,
             "soft_time_limit": self.soft_time_limit,
             "ignore_result": self.ignore_result,
+            "rate_limit": self.rate_limit,
         }
 
     def retries_on(self, exc: BaseException) -> bool:

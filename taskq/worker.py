@@ -29,8 +29,9 @@ from .errors import (
 )
 from .events import FLUSH_EVERY, Recorder
 from .keys import Keyring
-from .message import Message, load_value
+from .message import Message, encode, load_value
 from .policy import Ack, Dead, Decision, Outcome, RetryAt, is_expired
+from .rates import admit
 from .settling import Settled, Settler
 from .slots import Slot
 from .tally import Tally
@@ -103,12 +104,12 @@ class Worker:
         message, payload = opened
         if message.by_name:
             message = own_policy(message)
-        if self.broker.is_revoked(message.id):
-            outcome, value, countdown, elapsed_ms = _revoked(message)
-        else:
-            outcome, value, countdown, elapsed_ms = self._attempt(message, payload)
-            if outcome in _RETRIED and self.broker.is_revoked(message.id):
-                outcome, value = _revoked(message, value)[:2]  # its retry would not start
+        if message.rate_limit is not None and not self.broker.is_revoked(message.id):
+            admitted = self._admitted(delivery, message, payload)
+            if admitted is None:
+                return
+            message = admitted
+        outcome, value, countdown, elapsed_ms = self._run(message, payload)
         settled = self._settled(
             lambda: self.settler.settle(delivery, message, payload, outcome, value, countdown)
         )
@@ -126,6 +127,29 @@ class Worker:
         if self.on_failure is not None and not isinstance(settled.decision, Ack):
             self.on_failure(message, settled.value, settled.decision)
         _signal_settled(message, settled)
+
+    def _admitted(self, delivery: Delivery, message: Message, payload: bytes) -> Message | None:
+        """``message`` once its task's rate lets it start, or None once it is put back
+        in scheduled/ for its slot (``rates.admit``). An expired one takes no slot."""
+        if is_expired(message, time.time()):
+            return message
+
+        def reschedule(again: Message) -> None:
+            self.broker.retry_later(delivery, again, encode(again, payload, self.key))
+
+        return self._settled(lambda: admit(self.broker, message, reschedule))
+
+    def _run(
+        self, message: Message, payload: bytes
+    ) -> tuple[Outcome, Any, float | None, float | None]:
+        """``_attempt``, unless the message is revoked: then it is not started, and
+        a failure of one revoked while it ran is not retried."""
+        if self.broker.is_revoked(message.id):
+            return _revoked(message)
+        outcome, value, countdown, elapsed_ms = self._attempt(message, payload)
+        if outcome in _RETRIED and self.broker.is_revoked(message.id):
+            return _revoked(message, value, elapsed_ms)
+        return outcome, value, countdown, elapsed_ms
 
     def _attempt(
         self, message: Message, payload: bytes
@@ -213,15 +237,15 @@ _RETRIED = frozenset({Outcome.FAILED, Outcome.RETRY_REQUESTED})
 
 
 def _revoked(
-    message: Message, error: BaseException | None = None
-) -> tuple[Outcome, TaskRevokedError, None, None]:
+    message: Message, error: BaseException | None = None, elapsed_ms: float | None = None
+) -> tuple[Outcome, TaskRevokedError, None, float | None]:
     """The outcome of a revoked message: not started, or (``error``) failed after
-    it was revoked, so not retried."""
+    it was revoked (in ``elapsed_ms``), so not retried."""
     what = f"task {message.task}[{message.id}] was revoked"
     if error is None:
         return Outcome.REVOKED, TaskRevokedError(f"{what}: not started"), None, None
     failed = f"{what} while it ran, then failed ({describe_error(error)}): not retried"
-    return Outcome.REVOKED, TaskRevokedError(failed), None, None
+    return Outcome.REVOKED, TaskRevokedError(failed), None, elapsed_ms
 
 
 def _signal_settled(message: Message, settled: Settled) -> None:

@@ -18,8 +18,8 @@ States a message goes through::
 (the state of ``canvas.chord``) and ``Events``. Code that
 needs one part names that part. What only one implementation needs (the file
 broker's tmp/ litter, its recycled files) stays in that implementation.
-``Schedule`` (the periodic tasks' lease and ticks) and ``Revocations`` (revoked
-task ids) are parts too.
+``Schedule`` (the periodic tasks' lease and ticks), ``RateLimits`` (the slots
+of rate-limited tasks) and ``Revocations`` (revoked task ids) are parts too.
 """
 
 from __future__ import annotations
@@ -355,6 +355,18 @@ class Events(Protocol):
         (rotated, trimmed) reads on from the oldest kept."""
 
 
+class RateLimits(Protocol):
+    """Rate limits shared by every worker of the broker (``@task(rate_limit=...)``)."""
+
+    def take_slot(self, key: str, interval: float, burst: int) -> float:
+        """Reserve the next free slot of the rate named ``key`` (one start every
+        ``interval`` seconds, up to ``burst`` at once after a quiet spell) and return
+        the seconds until it (0: start now). Atomic over every process and host of
+        the broker, on the broker's one clock: each take gets a slot of its own, so
+        N takes at once get N slots, ``interval`` apart past the burst. A slot
+        reserved and never used is lost (the rate dips), never given twice."""
+
+
 class Revocations(Protocol):
     """Revoked task ids (``AsyncResult.revoke``): a worker settles a message under a
     revoked id as revoked instead of running it, and a supervisor kills the process
@@ -392,6 +404,7 @@ class Broker(
     Transfer,
     Events,
     Schedule,
+    RateLimits,
     Revocations,
     Protocol,
 ):

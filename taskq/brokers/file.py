@@ -10,6 +10,7 @@ Layout under the root (created 0700)::
     queues/<q>/dead/                  dead messages, each beside <name>.json saying why
     events/events.jsonl               the event log, when events are on (file_events.py)
     results/<id>                      signed results
+    rates/<task>                      when each rate-limited task's next slot starts (file_rates.py)
 
 Every move is ``rename(2)`` within one filesystem, so a file is in exactly one
 state and readers never see it half written.
@@ -33,6 +34,7 @@ from .base import Delivery
 from .consumer import FileConsumer, read_claimed
 from .file_admin import FileAdmin
 from .file_events import FileEvents
+from .file_rates import FileRates
 from .file_revocations import FileRevocations
 from .file_schedule import FileSchedule
 from .file_stores import STATES
@@ -57,7 +59,7 @@ _BATCH = 1000  # messages a durable publish_many makes durable with one flush
 PROMOTE_MOST = 5000  # scheduled messages moved to ready/ per queue per promote_due call
 
 
-class FileBroker(FileEvents, FileAdmin, FileTransfer, FileSchedule, FileRevocations):
+class FileBroker(FileEvents, FileAdmin, FileTransfer, FileSchedule, FileRates, FileRevocations):
     """A broker that is a directory. Safe for many processes on one host."""
 
     def __init__(

@@ -24,6 +24,7 @@ from ..message import Message, validate_queue
 from .base import CLAIMED, DEAD, READY, SCHEDULED, DeadLetter, Delivery, QueueCounts, Stored
 from .memory_chords import MemoryChords, _Chord
 from .memory_events import MemoryEvents
+from .memory_rates import MemoryRates
 from .memory_revocations import MemoryRevocations
 from .memory_stores import MemorySchedule, MemoryStores
 from .names import eta_of, id_in_state, id_of, ready_name_of, scheduled_name
@@ -71,7 +72,9 @@ class MemoryConsumer:
         self._broker._close(self.name)
 
 
-class MemoryBroker(MemoryEvents, MemoryStores, MemoryChords, MemorySchedule, MemoryRevocations):
+class MemoryBroker(
+    MemoryEvents, MemoryStores, MemoryChords, MemorySchedule, MemoryRates, MemoryRevocations
+):
     """A broker in this process's memory; safe for many threads, invisible to
     other processes (a ``taskq worker`` cannot serve it: run tasks with ``App.join``)."""
 
@@ -87,6 +90,7 @@ class MemoryBroker(MemoryEvents, MemoryStores, MemoryChords, MemorySchedule, Mem
         self._chords: dict[str, _Chord] = {}
         MemoryStores.__init__(self)
         MemoryEvents.__init__(self)
+        MemoryRates.__init__(self)
         MemoryRevocations.__init__(self)
 
     def __repr__(self) -> str:
@@ -110,6 +114,7 @@ class MemoryBroker(MemoryEvents, MemoryStores, MemoryChords, MemorySchedule, Mem
             self._workers.clear()
             self._chords.clear()
             self._events.clear()
+            self._next_slots.clear()
             self._revoked.clear()
             for kept in self._schedule:
                 kept.clear()

@@ -20,6 +20,7 @@ The same states as the file broker's folders, as Redis keys under a prefix
     workers                 HASH  supervisor -> its published state (JSON)
     alive:<supervisor>      STR   exists while the supervisor is alive (PX TTL)
     keys                    HASH  the signing keyring
+    rate:<task>             STR   when a rate-limited task's next slot starts (redis_rates)
 
 Every move between states is one Lua script (``redis_scripts``), so a message
 is in one state at any time and one consumer wins each claim. A blocked claim
@@ -58,6 +59,7 @@ from .names import id_of, scheduled_name
 from .redis_chords import RedisChords
 from .redis_events import RedisEvents
 from .redis_link import RedisLink, bulk, pack, pack_head
+from .redis_rates import RedisRates
 from .redis_revocations import RedisRevocations
 from .redis_stores import RedisSchedule, RedisStores
 from .redis_transfer import RedisTransfer
@@ -220,7 +222,13 @@ class _Wire(threading.local):
 
 
 class RedisBroker(
-    RedisEvents, RedisChords, RedisStores, RedisTransfer, RedisSchedule, RedisRevocations
+    RedisEvents,
+    RedisChords,
+    RedisStores,
+    RedisTransfer,
+    RedisSchedule,
+    RedisRates,
+    RedisRevocations,
 ):
     """The broker contract on one Redis (any version from 6.2), shared by every
     producer and worker that names the same URL and prefix."""
