@@ -129,3 +129,13 @@ def test_a_retry_waiting_for_its_backoff_is_not_started_once_revoked(app: App) -
 
     assert result.state == REVOKED
     assert CALLS == [("fails_once", 0)]
+
+
+def test_a_revoked_rate_limited_task_is_settled_unrun(app: App) -> None:
+    task = app.task(add, name="tests.revoke.limited_add", rate_limit="1/h")
+    result = task.delay(1, 1)
+    result.revoke()
+    run(app)
+
+    assert result.state == REVOKED
+    assert CALLS == []
