@@ -69,6 +69,9 @@ class Message:
     # Sent by name (``app.send_task``) by a producer without the task's code: the
     # worker gives it the task's own retry policy and limits (``task.own_policy``).
     by_name: bool = False
+    # A unique task's key (``taskq.unique``): the worker lets it go once this
+    # message is settled for good. Empty, and so absent from the header, otherwise.
+    unique: str = ""
 
     @property
     def name(self) -> str:
@@ -103,6 +106,16 @@ def validate_task_id(task_id: str) -> str:
             "not starting with '.' or '-'"
         )
     return task_id
+
+
+def validate_unique_key(key: str) -> str:
+    """Unique keys name files too (the file broker's ``unique/<key>``)."""
+    if not isinstance(key, str) or not TASK_ID.fullmatch(key):
+        raise MessageError(
+            f"invalid unique key {key!r:.80}: use 1-128 letters, digits, '_', '-' or '.', "
+            "not starting with '.' or '-'"
+        )
+    return key
 
 
 # -- payload: the pickled call -------------------------------------------------
@@ -354,6 +367,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "headers": (lambda v: type(v) is dict, "an object"),
     "workflow": (lambda v: type(v) is dict, "an object"),
     "by_name": (lambda v: type(v) is bool, "true or false"),
+    "unique": (lambda v: isinstance(v, str) and TASK_ID.fullmatch(v) is not None, "a unique key"),
 }
 
 

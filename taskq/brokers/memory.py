@@ -25,6 +25,7 @@ from .base import CLAIMED, DEAD, READY, SCHEDULED, DeadLetter, Delivery, QueueCo
 from .memory_chords import MemoryChords, _Chord
 from .memory_events import MemoryEvents
 from .memory_stores import MemorySchedule, MemoryStores
+from .memory_unique import MemoryUniques
 from .names import eta_of, id_in_state, id_of, ready_name_of, scheduled_name
 
 
@@ -70,7 +71,7 @@ class MemoryConsumer:
         self._broker._close(self.name)
 
 
-class MemoryBroker(MemoryEvents, MemoryStores, MemoryChords, MemorySchedule):
+class MemoryBroker(MemoryEvents, MemoryStores, MemoryChords, MemorySchedule, MemoryUniques):
     """A broker in this process's memory; safe for many threads, invisible to
     other processes (a ``taskq worker`` cannot serve it: run tasks with ``App.join``)."""
 
@@ -84,6 +85,7 @@ class MemoryBroker(MemoryEvents, MemoryStores, MemoryChords, MemorySchedule):
         self._recovering: set[str] = set()
         self._dead_order = 0
         self._chords: dict[str, _Chord] = {}
+        self._uniques: dict[str, tuple[str, float]] = {}  # see memory_unique.py
         MemoryStores.__init__(self)
         MemoryEvents.__init__(self)
 
@@ -107,6 +109,7 @@ class MemoryBroker(MemoryEvents, MemoryStores, MemoryChords, MemorySchedule):
             self._results.clear()
             self._workers.clear()
             self._chords.clear()
+            self._uniques.clear()
             self._events.clear()
             for kept in self._schedule:
                 kept.clear()
@@ -336,6 +339,7 @@ class MemoryBroker(MemoryEvents, MemoryStores, MemoryChords, MemorySchedule):
         # No writer leaves litter in memory: expiry is all there is.
         yield from self.expiry_steps(results_before)
         yield from self.chord_expiry_steps(results_before)
+        yield from self.unique_expiry_steps(now)
 
     # -- backup, restore and migration ------------------------------------------
 
