@@ -14,6 +14,7 @@ half-way blocks nobody.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
@@ -89,6 +90,11 @@ def _locked(path: str, *, create: bool, mode: int) -> int | None:
             fd = os.open(path, _OPEN | (os.O_CREAT if create else 0), mode)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                msg = f"{path} is a symbolic link: a unique key is not kept there"
+                raise BrokerError(msg) from None
+            raise
         try:
             held = os.fstat(fd)
             if not stat.S_ISREG(held.st_mode):
