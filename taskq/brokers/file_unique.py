@@ -28,7 +28,7 @@ from .trust import Trust, make_folder
 
 # O_NONBLOCK: a FIFO planted where a key file should be must not hang the open.
 _OPEN = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
-_MOST = 256  # bytes a key file holds: an id (128 at most), a space, a time
+_RECORD = 160  # bytes a key file holds: an id (128 at most), a space, a time, padding
 
 
 class FileUniques:
@@ -52,8 +52,9 @@ class FileUniques:
             holder = _live_holder(fd, now)
             if holder is not None:
                 return holder
-            record = f"{task_id} {now + ttl!r}".encode()
-            os.ftruncate(fd, 0)
+            # Padded to one size, so it always covers the record it replaces: no
+            # truncate needed (a reader splits on whitespace).
+            record = f"{task_id} {now + ttl!r}".ljust(_RECORD).encode()
             if os.pwrite(fd, record, 0) != len(record):
                 raise OSError(f"short write to {path}")
             return task_id
@@ -115,7 +116,7 @@ def _locked(path: str, *, create: bool, mode: int) -> int | None:
 def _read_holder(fd: int) -> tuple[str, float] | None:
     """(holder id, end of its lifetime) from a locked key file; None if it holds
     neither (new, or torn by a crash mid-write: free to take)."""
-    parts = os.pread(fd, _MOST, 0).split()
+    parts = os.pread(fd, _RECORD, 0).split()
     if len(parts) != 2:
         return None
     try:
