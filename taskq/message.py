@@ -367,7 +367,10 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "headers": (lambda v: type(v) is dict, "an object"),
     "workflow": (lambda v: type(v) is dict, "an object"),
     "by_name": (lambda v: type(v) is bool, "true or false"),
-    "unique": (lambda v: isinstance(v, str) and TASK_ID.fullmatch(v) is not None, "a unique key"),
+    "unique": (
+        lambda v: isinstance(v, str) and (not v or TASK_ID.fullmatch(v) is not None),
+        "a unique key or empty",
+    ),
 }
 
 
