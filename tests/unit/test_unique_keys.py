@@ -95,6 +95,17 @@ def test_the_next_call_is_enqueued_once_the_first_is_settled(app: App) -> None:
     assert again.id != first.id and queued(app) == 1
 
 
+def test_an_expired_call_lets_its_key_go_when_a_worker_drops_it(app: App) -> None:
+    task = declare(app)
+    first = task.apply_async((1,), expires=0.05)
+    time.sleep(0.1)
+    assert task.delay(1).id == first.id  # expired, yet still queued: still held
+
+    app.join(fail_fast=False)
+
+    assert runs == [] and task.delay(1).id != first.id
+
+
 def test_an_explicit_key_spans_arguments_and_tasks_and_works_without_unique_for(
     app: App,
 ) -> None:
@@ -252,3 +263,27 @@ def test_a_foreign_entry_where_a_key_file_should_be_is_refused(tmp_path: Path) -
         broker.claim_unique("fifo", new_id(), 60)
     with pytest.raises(TaskqError, match="symbolic link"):
         broker.claim_unique("link", new_id(), 60)
+
+
+# -- the supervisor's side: a killed worker's unique message --------------------
+
+
+@pytest.mark.parametrize(("max_retries", "released"), [(1, False), (0, True)])
+def test_a_recovered_unique_message_keeps_its_key_for_a_retry_and_lets_it_go_when_dead(
+    tmp_path: Path, max_retries: int, released: bool
+) -> None:
+    from taskq.errors import WorkerLost
+    from taskq.policy import Outcome
+    from taskq.recovery import recover_consumer
+
+    app = App(broker=str(tmp_path / "b"))
+    task = declare(app, max_retries=max_retries)
+    first = task.delay(1)
+    consumer = app.broker.open_consumer(["default"], "c1")
+    assert consumer.claim(timeout=1.0) is not None
+    consumer.close()  # its process "died" mid-task: the lock is free
+
+    assert recover_consumer(app.broker, app.key, "c1", Outcome.KILLED, WorkerLost, "test") == 1
+
+    assert app.broker.find(first.id) == ("dead" if released else "scheduled")
+    assert (task.delay(1).id != first.id) is released
