@@ -175,7 +175,7 @@ class App:
         if any(task.options.unique_for is not None for task, _, _ in calls):
             from .unique import send_unique
 
-            ids = send_unique(self, [task.sealed(self, args, kw) for task, args, kw in calls])
+            ids = send_unique(self, [task.unique_call(args, kw) for task, args, kw in calls])
             return [self.AsyncResult(i) for i in ids]
         batch = [
             (task.message(args, kwargs), dump_call(task.name, args, kwargs))

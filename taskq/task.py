@@ -23,7 +23,6 @@ from .message import (
     Batch,
     Message,
     dump_call,
-    encode,
     new_id,
     validate_queue,
     validate_task_id,
@@ -210,7 +209,7 @@ class Task(Generic[P, R]):
         app = self.app
         payload = dump_call(self.name, args, kwargs or {})
         if unique:
-            (holder,) = send_unique(app, [(message, encode(message, payload, app.key), self._ttl)])
+            (holder,) = send_unique(app, [(message, payload, self._ttl)])
             return app.AsyncResult(holder)
         app.publish(message, payload)
         return app.AsyncResult(message.id)
@@ -233,13 +232,13 @@ class Task(Generic[P, R]):
         """How long a unique call's key is held at most."""
         return self.options.unique_for or DEFAULT_UNIQUE_FOR
 
-    def sealed(
-        self, app: App, args: Sequence[Any], kwargs: Mapping[str, Any]
+    def unique_call(
+        self, args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> tuple[Message, bytes, float]:
-        """A call's message (with its unique key, if the task is unique), signed
-        with ``app``'s key, and how long its key is held: for ``send_unique``."""
+        """A call's message (with its unique key, if the task is unique), its pickled
+        call, and how long its key is held: an item for ``send_unique``."""
         message = self.message(args, kwargs, unique=self.unique_key(args, kwargs))
-        return message, encode(message, dump_call(self.name, args, kwargs), app.key), self._ttl
+        return message, dump_call(self.name, args, kwargs), self._ttl
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature of this call, for workflows (``chain``, ``group``, ``chord``, links)."""
@@ -260,7 +259,7 @@ class Task(Generic[P, R]):
         checked (and sent) as ``delay`` would, in one batch."""
         app = self.app
         if self.options.unique_for is not None:
-            items = [self.sealed(app, _map_args(item), {}) for item in calls]
+            items = [self.unique_call(_map_args(item), {}) for item in calls]
             return [app.AsyncResult(i) for i in send_unique(app, items)]
         stamp = Batch(self.message((), {}), app.key)
         batch = []

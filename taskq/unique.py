@@ -97,9 +97,9 @@ def _not_json(task: str, arguments: Mapping[str, Any]) -> TaskqError:
 
 
 def send_unique(app: App, items: Sequence[tuple[Message, bytes, float]]) -> list[str]:
-    """Publish each message (signed already) whose unique key it takes, for that
-    many seconds; a message without a key is published as it is. Returns the id
-    each caller's handle is to have: the message's own, or the holder's.
+    """Publish each call (a message and its pickled call) whose unique key it takes,
+    for that many seconds; a message without a key is published as it is. Returns
+    the id each caller's handle is to have: the message's own, or the holder's.
 
     The key is taken before the message is published: a key taken by a message
     that never appears (the producer died in between) blocks its calls until its
@@ -109,19 +109,20 @@ def send_unique(app: App, items: Sequence[tuple[Message, bytes, float]]) -> list
     broker = app.broker
     ids: list[str] = []
     batch: list[tuple[Message, bytes]] = []
-    for message, data, ttl in items:
+    for message, payload, ttl in items:
         holder = message.id
         if message.unique:
             holder = broker.claim_unique(message.unique, message.id, ttl)
         ids.append(holder)
         if holder == message.id:
-            batch.append((message, data))
+            batch.append((message, payload))
         else:
             log.debug("Task %s not enqueued: its unique key is held by %s", message.task, holder)
-    if not batch:
-        return ids
     try:
-        app.publish_sealed(batch)
+        if len(batch) == 1:  # a single call: the broker's quickest path, as .delay()
+            app.publish(*batch[0])
+        elif batch:
+            app.publish_many(batch)
     except BaseException:
         for message, _ in batch:
             if message.unique:

@@ -201,13 +201,17 @@ def test_a_failed_publish_gives_the_key_back(
     def full(*args: Any) -> int:
         raise DiskFull("no space left")
 
+    monkeypatch.setattr(app.broker, "publish", full)
     monkeypatch.setattr(app.broker, "publish_many", full)
     with pytest.raises(DiskFull):
         task.delay(1)
+    with pytest.raises(DiskFull):
+        task.map([1, 2])
     monkeypatch.undo()
 
     retried = task.delay(1)
     assert app.broker.find(retried.id) == "ready"
+    assert app.broker.find(task.delay(2).id) == "ready"  # the failed map's key too
     assert task.delay(1).id == retried.id
 
 
