@@ -53,7 +53,9 @@ def format_status(report: dict[str, Any]) -> str:
         "",
         f"{'queue':<20} {'ready':>8} {'scheduled':>10} {'in-flight':>10} {'dead':>6}",
     ]
-    consumed = {queue for w in report["workers"] for queue in w["queues"]}
+    # A worker's state is what its supervisor last published: one that is starting
+    # (registered, nothing published yet) or of another version may lack fields.
+    consumed = {queue for w in report["workers"] for queue in w.get("queues", ())}
     for queue, c in report["queues"].items():
         unconsumed = "" if queue in consumed else "  (no live worker consumes it)"
         lines.append(
@@ -66,19 +68,21 @@ def format_status(report: dict[str, Any]) -> str:
     workers = report["workers"]
     lines.append(f"workers: {len(workers)} live")
     for w in workers:
-        lines.append(f"  {w['name']} (pid {w['pid']}) queues {','.join(w['queues'])}")
-        for child in w["children"]:
+        if "pid" not in w or "queues" not in w:
+            lines.append(f"  {w.get('name', '?')} (starting: no state published yet)")
+            continue
+        lines.append(f"  {w.get('name', '?')} (pid {w['pid']}) queues {','.join(w['queues'])}")
+        for child in w.get("children", ()):
             doing = (
-                f"running {child['task']}[{child['task_id']}] for "
-                f"{time.time() - child['started_at']:.1f} s"
-                if child["task"]
+                f"running {child['task']}[{child.get('task_id')}] for "
+                f"{time.time() - child.get('started_at', time.time()):.1f} s"
+                if child.get("task")
                 else "idle"
             )
             expired = f", {child['expired']} expired" if child.get("expired") else ""
             retiring = " (retiring after a reload)" if child.get("retiring") else ""
-            lines.append(
-                f"    pid {child['pid']}{retiring}: {child['done']} done{expired}, {doing}"
-            )
+            done = child.get("done", 0)
+            lines.append(f"    pid {child.get('pid')}{retiring}: {done} done{expired}, {doing}")
     return "\n".join(lines)
 
 

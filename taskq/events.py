@@ -3,9 +3,10 @@
 A process records events into a buffer and appends it to the broker
 (``Events.append_events``) in one batch: when the buffer is older than
 ``FLUSH_EVERY`` or holds ``BATCH`` events, when a worker child goes idle, at the
-supervisor's next round, and at exit. So a task pays for formatting a line of text,
-not for a write. Events are best effort: one that cannot be written is logged
-(once) and dropped; the message itself is never held up.
+supervisor's next round, and at exit. So a task pays for appending to a list,
+not for a write; a batch is formatted as it is flushed. Events are best effort: one
+that cannot be written is logged (once) and dropped; the message itself is never
+held up.
 
 Every event has ``event``, ``ts`` (Unix time), ``id``, ``task``, ``queue``,
 ``attempt`` (1 for the first run), ``host`` and ``pid``; those of a worker have
@@ -44,24 +45,26 @@ _NUMBERS = (int, float)  # by type: a bool's repr is no JSON; these need no enco
 class Recorder:
     """Buffers one process's events and appends them to ``sink`` in batches.
 
-    ``timer``: flush a buffer that waits ``FLUSH_EVERY`` from a timer thread (for
-    producers, which have no loop); a worker child and the supervisor call
-    ``flush`` from their loops instead (a thread must not run across a fork).
+    ``timer``: a buffer waiting ``FLUSH_EVERY`` is flushed by a thread of this
+    process (producers have no loop; a worker child's loop is held up while a long
+    task runs), one thread for the process's life, woken by the first event of each
+    batch. The supervisor calls ``flush`` from its loop instead: no thread runs
+    across its forks.
     """
 
     def __init__(self, sink: Events, worker: str = "", *, timer: bool = False) -> None:
         self.sink = sink
         self.worker = worker
         self._timer = timer
-        self._buffer: list[str] = []
-        # The last message and what every event of it has, encoded once: a worker
-        # records two or three events a message, on the hot path. One tuple, so
-        # that threads recording at once never pair one message with another's.
-        self._cached: tuple[Message | None, str] = (None, "")
+        # (event, ts, its own fields encoded, message): formatted into lines when
+        # flushed, so a task pays for an append, and a batch is formatted at once.
+        self._buffer: list[tuple[str, float, str, Message]] = []
         self._since = 0.0
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._failing = False
+        self._wake: threading.Event | None = None  # the flusher's, in process _flusher_pid
+        self._flusher_pid = 0
         if timer:
             atexit.register(self.flush)
 
@@ -87,30 +90,46 @@ class Recorder:
 
     def _add(self, event: str, message: Message, extra: str, ts: float | None) -> None:
         now = time.time()
-        cached = self._cached
-        if cached[0] is not message:
-            cached = self._cached = (message, self._encode_common(message))
-        entry = f'{{"event":"{event}","ts":{now if ts is None else float(ts)!r},{extra}{cached[1]}'
         with self._lock:
-            self._buffer.append(entry)
-            first = len(self._buffer) == 1
-        if first:
+            self._buffer.append((event, now if ts is None else float(ts), extra, message))
+            held = len(self._buffer)
+        if held == 1:
             self._since = now
             if self._timer:
-                timer = threading.Timer(FLUSH_EVERY, self.flush)
-                timer.daemon = True
-                timer.start()
-        elif now - self._since >= FLUSH_EVERY or len(self._buffer) >= BATCH:
+                self._wake_flusher()
+        elif held >= BATCH or now - self._since >= FLUSH_EVERY:
             self.flush()
 
-    def _encode_common(self, message: Message) -> str:
-        """The end of each event of ``message`` (from its first field, with the "}")."""
+    def _wake_flusher(self) -> None:
+        wake = self._wake
+        if wake is None or self._flusher_pid != os.getpid():  # none yet, or the parent's
+            wake = self._wake = threading.Event()
+            self._flusher_pid = os.getpid()
+            threading.Thread(target=self._flusher, args=(wake,), daemon=True).start()
+        wake.set()
+
+    def _flusher(self, wake: threading.Event) -> None:
+        while True:
+            wake.wait()
+            wake.clear()
+            time.sleep(FLUSH_EVERY)
+            self.flush()
+
+    def _lines(self, batch: list[tuple[str, float, str, Message]]) -> list[str]:
+        """The batch's events as JSON lines; what every event of a message has is
+        encoded once for its run of events (a worker records two a message)."""
         worker = f',"worker":{_quote(self.worker)}' if self.worker else ""
-        return (
-            f'"id":{_quote(message.id)},"task":{_quote(message.task)},'
-            f'"queue":{_quote(message.queue)},"attempt":{message.retries + 1:d},'
-            f'"host":{_quote(_HOST)},"pid":{self._pid:d}{worker}}}'
-        )
+        ours = f'"host":{_quote(_HOST)},"pid":{self._pid:d}{worker}}}'  # the same in each
+        lines, last, common = [], None, ""
+        for event, ts, extra, message in batch:
+            if message is not last:
+                last = message
+                common = (
+                    f'"id":{_quote(message.id)},"task":{_quote(message.task)},'
+                    f'"queue":{_quote(message.queue)},"attempt":{message.retries + 1:d},{ours}'
+                )
+            lines.append(f'{{"event":"{event}","ts":{ts!r},{extra}{common}')
+        return lines
 
     def flush(self) -> None:
         """Append what is buffered, in one batch."""
@@ -119,7 +138,7 @@ class Recorder:
         if not batch:
             return
         try:
-            self.sink.append_events(batch)
+            self.sink.append_events(self._lines(batch))
         except (OSError, TaskqError) as exc:
             if not self._failing:
                 log.warning("Cannot write %d event(s), dropped: %s", len(batch), exc)
@@ -133,12 +152,13 @@ class Recorder:
         self, message: Message, outcome: Outcome, decision: Any, value: Any, runtime: float | None
     ) -> None:
         """The events of a delivery's end: what ``policy.settle`` decided for it."""
+        if isinstance(decision, Ack) and outcome is not Outcome.EXPIRED:  # the hot path
+            took = "" if runtime is None else f'"runtime":{round(runtime, 6)!r},'
+            self._add("succeeded", message, took, None)
+            return
         ran = {} if runtime is None else {"runtime": round(runtime, 6)}
         if outcome is Outcome.EXPIRED:
             self.record("expired", message)
-        elif isinstance(decision, Ack):  # the hot path: its field formatted here
-            took = "" if runtime is None else f'"runtime":{round(runtime, 6)!r},'
-            self._add("succeeded", message, took, None)
         elif isinstance(decision, RetryAt):
             error = _error(value)
             self.record("retried", message, retry_in=round(decision.delay, 3), error=error, **ran)

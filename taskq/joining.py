@@ -59,7 +59,7 @@ def join(
         retrying[message.id] = error
 
     consumer = broker.open_consumer([queue], f"join-{os.getpid()}-{new_id()[:8]}")
-    worker = Worker(broker, app.key, consumer, on_failure=failed)
+    worker = Worker(broker, app.key, consumer, on_failure=failed, events=app.events)
     deadline = time.monotonic() + timeout
     processed = 0
     with _soft_time_limits():

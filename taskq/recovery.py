@@ -43,7 +43,7 @@ def recover_consumer(
     if deliveries is None:
         return 0
     crash_point("recovery.taken")
-    settler = Settler(broker, key, consumer)
+    settler = Settler(broker, key, consumer, events)
     try:
         for delivery in deliveries:
             _settle(broker, settler, delivery, outcome, error_type, events, tally)

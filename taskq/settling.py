@@ -30,6 +30,7 @@ from .errors import (
     describe_error,
     safe_str,
 )
+from .events import Recorder
 from .keys import Keyring
 from .message import Message, decode, encode
 from .policy import Ack, Dead, Decision, Outcome, RetryAt, settle
@@ -82,11 +83,14 @@ _UNOPENED_LOG = {
 
 
 class Settler:
-    def __init__(self, broker: Broker, key: Keyring, worker: str) -> None:
+    def __init__(
+        self, broker: Broker, key: Keyring, worker: str, events: Recorder | None = None
+    ) -> None:
+        """``events`` records the follow-ups a workflow publishes."""
         self.broker = broker
         self.key = key
         self.worker = worker
-        self.follow_ups = FollowUps(broker, key)
+        self.follow_ups = FollowUps(broker, key, events)
 
     def open(self, delivery: Delivery) -> tuple[Message, bytes] | None:
         """The delivery's envelope and (still pickled) payload; or, for one that

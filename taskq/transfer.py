@@ -9,23 +9,24 @@ kept in a temporary SQLite file, not in a Python set.
 
 Import checks the whole file before it changes anything: every line must
 verify (see ``backup_lines``), or nothing is imported and the first bad line
-is named. A file read from stdin is spooled to a temporary file first, so that
-the second pass can read it again.
+is named. The first pass keeps what it verified in a temporary file
+(``Verified``), and the second publishes from there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import shutil
 import sqlite3
+import struct
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .backup_lines import Line, from_line, restored_state, to_line
+from .backup_lines import from_line, restored_state, to_line
 from .brokers.base import DEAD, MESSAGE_STATES, Broker, Stored
 from .errors import MessageError, TaskqError
 from .keys import Keyring
@@ -148,84 +149,115 @@ def export(
 # -- import -------------------------------------------------------------------------
 
 
-def spooled(source: IO[str]) -> IO[str]:
-    """A seekable copy of a stream (stdin), so that it can be read twice."""
-    copy = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="taskq-import-")  # noqa: SIM115 - returned
-    shutil.copyfileobj(source, copy)
-    copy.seek(0)
-    return copy
+class Verified:
+    """An export's messages, each line verified and its message signed again with
+    the destination's key, in a private temporary file (memory stays flat). The
+    import publishes from here, so nothing is parsed twice, and a file changed or a
+    stream (stdin) read meanwhile changes nothing: what was checked is what goes in.
+    """
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="taskq-import-")  # noqa: SIM115 - closed by close()
+        self.count = 0
+
+    def add(self, data: bytes, state: str, record: Mapping[str, Any] | None) -> None:
+        meta = b"" if record is None else json.dumps(record).encode()
+        self._file.write(_SPOOLED.pack(_STATE_CODES[state], len(meta), len(data)) + meta + data)
+        self.count += 1
+
+    def __iter__(self) -> Iterator[tuple[bytes, str, Mapping[str, Any] | None]]:
+        """(signed message, state, record) of each message, in the file's order."""
+        self._file.seek(0)
+        read = self._file.read
+        while head := read(_SPOOLED.size):
+            code, meta_size, data_size = _SPOOLED.unpack(head)
+            meta = read(meta_size)
+            yield read(data_size), MESSAGE_STATES[code], json.loads(meta) if meta else None
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Verified:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def _lines(
-    source: IO[str], key: Keyring, where: str, outcome: str = "nothing was imported"
-) -> Iterator[Line]:
-    source.seek(0)
-    for number, text in enumerate(source, 1):
-        if not text.strip():
-            continue
-        try:
-            yield from_line(text, key)
-        except MessageError as exc:
-            raise TaskqError(f"{where}, line {number}: {exc}; {outcome}") from None
+_SPOOLED = struct.Struct("<BII")  # a spooled message: its state, record and data sizes
+_STATE_CODES = {state: code for code, state in enumerate(MESSAGE_STATES)}
 
 
-def check(source: IO[str], key: Keyring, where: str, tick: Tick = lambda n: None) -> int:
-    """Verify every line (the first pass); how many messages the file holds."""
-    count = 0
-    for _ in _lines(source, key, where):
-        count += 1
-        tick(1)
-    return count
+def verify(
+    source: IO[str], source_key: Keyring, key: Keyring, where: str, tick: Tick = lambda n: None
+) -> Verified:
+    """The first pass: every line of ``source`` verified with ``source_key`` (the
+    exporting broker's), its message signed with ``key`` (the destination's) into a
+    ``Verified`` spool. ``TaskqError`` naming the first bad line, and nothing kept."""
+    verified = Verified()
+    try:
+        for number, text in enumerate(source, 1):
+            if not text.strip():
+                continue
+            try:
+                line = from_line(text, source_key)
+            except MessageError as exc:
+                raise TaskqError(f"{where}, line {number}: {exc}; nothing was imported") from None
+            verified.add(encode(line.message, line.payload, key), line.state, line.record)
+            tick(1)
+    except BaseException:
+        verified.close()
+        raise
+    return verified
 
 
 def import_(
     broker: Broker,
     key: Keyring,
-    source: IO[str],
+    source: IO[str] | Verified,
     *,
     source_key: Keyring | None = None,
     where: str = "<stdin>",
     tick: Tick = lambda n: None,
-    checked: bool = False,
 ) -> Summary:
     """Put the messages of an export into ``broker``, signed with ``key``.
 
     ``source_key`` verifies the lines (the exporting broker's key; ``key`` if
-    None). Every line is checked before anything is imported. Ids ``broker``
-    holds already, in any state, are skipped: importing twice adds nothing.
-    ``checked``: the caller ran ``check`` on ``source`` already.
+    None). Every line is checked before anything is imported (``source`` may be
+    what ``verify`` made of it already). Ids ``broker`` holds already, in any
+    state, are skipped: importing twice adds nothing.
     """
-    if not checked:
-        check(source, source_key or key, where)
-    summary = Summary()
-    with IdSet() as held:
+    with contextlib.ExitStack() as stack:
+        if not isinstance(source, Verified):
+            source = stack.enter_context(verify(source, source_key or key, key, where))
+        summary = Summary()
+        held = stack.enter_context(IdSet())
         held.update(broker.message_ids())
-        with _Placer(broker, key) as place:
-            # Checked already: a line failing now was changed while this ran.
-            changed = "the file changed while it was imported: import it again (to skip what is in)"
-            for line in _lines(source, source_key or key, where, changed):
-                if held.add(line.message.id):
-                    place(line.message, line.payload, line.state, line.record)
-                    summary.states[line.state] += 1
-                else:
-                    summary.skipped += 1
-                tick(1)
+        place = stack.enter_context(_Placer(broker))
+        for data, state, record in source:
+            message, _ = decode(data, key)
+            if held.add(message.id):
+                place(message, data, state, record)
+                summary.states[state] += 1
+            else:
+                summary.skipped += 1
+            tick(1)
     return summary
 
 
 class _Placer:
-    """Publishes restored messages in batches (one flush a batch on a durable
-    broker); dead letters go back with their record. ``after`` runs once a batch
-    is accepted (a migration removes its messages from the source then)."""
+    """Publishes restored messages (signed for the destination) in batches (one
+    flush a batch on a durable broker); dead letters go back with their record.
+    ``after`` runs once a batch is accepted (a migration removes its messages from
+    the source then)."""
 
-    def __init__(self, broker: Broker, key: Keyring, after: Callable[[], None] = lambda: None):
-        self.broker, self.key, self.after = broker, key, after
+    def __init__(self, broker: Broker, after: Callable[[], None] = lambda: None):
+        self.broker, self.after = broker, after
         self.batch: list[tuple[Message, bytes]] = []
 
     def __call__(
-        self, message: Message, payload: bytes, state: str, record: Mapping[str, Any] | None
+        self, message: Message, data: bytes, state: str, record: Mapping[str, Any] | None
     ) -> None:
-        data = encode(message, payload, self.key)
         if restored_state(state) == DEAD:
             self.broker.restore_dead(message.queue, message.name, data, record or {})
             self.flush()
@@ -277,12 +309,13 @@ def migrate(
             source.discard(stored)
         pending.clear()
 
-    with IdSet() as held, _Placer(destination, destination_key, after=release) as place:
+    with IdSet() as held, _Placer(destination, after=release) as place:
         held.update(destination.message_ids())
         for stored, message, payload in exported(source, source_key, None, summary):
             if held.add(message.id):
                 pending.append(stored)
-                place(message, payload, stored.state, stored.record)
+                data = encode(message, payload, destination_key)
+                place(message, data, stored.state, stored.record)
                 summary.states[stored.state] += 1
             else:
                 summary.skipped += 1

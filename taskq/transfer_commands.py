@@ -14,7 +14,7 @@ from .config import Settings
 from .errors import TaskqError
 from .keys import Keyring
 from .progress import progress
-from .transfer import Summary, check, export, import_, migrate, spooled
+from .transfer import Summary, export, import_, migrate, verify
 
 
 def export_to(
@@ -54,8 +54,8 @@ def export_to(
 def import_from(
     settings: Settings, path: str, keys_from: str | None, stdin: IO[str] | None = None
 ) -> Summary:
-    """``taskq import``: ``path`` (``stdin`` for ``-``, spooled to a temporary file
-    first); lines verified with the key of broker ``keys_from`` if given."""
+    """``taskq import``: ``path`` (``stdin`` for ``-``); lines verified with the key
+    of broker ``keys_from`` if given, all of them before anything is imported."""
     from .app import App
 
     app = App.from_settings(settings)
@@ -64,7 +64,7 @@ def import_from(
         source_key = _keys_of(settings.replace(broker=keys_from, secret_key=""))
     with contextlib.ExitStack() as stack:
         if stdin is not None:
-            source, where = stack.enter_context(spooled(stdin)), "<stdin>"
+            source, where = stdin, "<stdin>"
         else:
             try:
                 source = stack.enter_context(open(path, encoding="utf-8"))
@@ -72,17 +72,11 @@ def import_from(
                 raise TaskqError(f"cannot read {path}: {exc.strerror}") from None
             where = path
         with progress("check", None) as tick:
-            total = check(source, source_key or app.key, where, tick)
-        with progress("import", total) as tick:
-            return import_(
-                app.broker,
-                app.key,
-                source,
-                source_key=source_key,
-                where=where,
-                tick=tick,
-                checked=True,
+            verified = stack.enter_context(
+                verify(source, source_key or app.key, app.key, where, tick)
             )
+        with progress("import", verified.count) as tick:
+            return import_(app.broker, app.key, verified, tick=tick)
 
 
 def _depth(broker: Broker, queues: Collection[str] | None) -> int:

@@ -64,7 +64,7 @@ class Worker:
         self.key = key
         self.consumer = consumer
         self.slot = slot or Slot(0)
-        self.settler = Settler(broker, key, consumer.name)
+        self.settler = Settler(broker, key, consumer.name, events)
         self.stopping = False
         self.done = 0
 

@@ -23,6 +23,7 @@ from typing import Any
 from .brokers.base import Broker
 from .canvas import Step, materialize
 from .errors import ChordFailed, MessageError
+from .events import Recorder
 from .keys import Keyring
 from .message import Message, dump_call, encode, load_value, new_id, unseal
 from .results import SUCCESS
@@ -31,9 +32,10 @@ from .results import SUCCESS
 class FollowUps:
     """Publishes a settled message's follow-ups through ``broker``."""
 
-    def __init__(self, broker: Broker, key: Keyring) -> None:
+    def __init__(self, broker: Broker, key: Keyring, events: Recorder | None = None) -> None:
         self.broker = broker
         self.key = key
+        self.events = events
 
     def settled(self, message: Message, succeeded: bool, value: Any, record: bytes) -> None:
         """``message`` ended for good (``value``: its result or error; ``record``:
@@ -70,6 +72,8 @@ class FollowUps:
     def _send(self, step: Step, **how: Any) -> None:
         message, payload = materialize(step, **how)
         self.broker.publish(message, encode(message, payload, self.key))
+        if self.events is not None:
+            self.events.record("published", message, ts=message.created)
 
 
 def _first_failure(records: list[bytes], key: Keyring) -> dict[str, Any] | None:

@@ -54,6 +54,7 @@ from .trust import Trust, check_umask, make_folder, private
 
 _LOCK = ".lock"
 _BATCH = 1000  # messages a durable publish_many makes durable with one flush
+PROMOTE_MOST = 5000  # scheduled messages moved to ready/ per queue per promote_due call
 
 
 class FileBroker(FileEvents, FileAdmin, FileTransfer, FileSchedule):
@@ -251,6 +252,7 @@ class FileBroker(FileEvents, FileAdmin, FileTransfer, FileSchedule):
         os.rename(self._write_tmp(qdir, text, self.durable), qdir / "dead" / f"{name}.json")
 
     def promote_due(self, now: float) -> int:
+        """At most ``PROMOTE_MOST`` per queue a call (the rest at the next call)."""
         moved = 0
         for queue in self.queues():
             scheduled = self.queue_dir(queue) / "scheduled"
@@ -265,10 +267,12 @@ class FileBroker(FileEvents, FileAdmin, FileTransfer, FileSchedule):
             # Names taskq makes start with digits; one starting past "9" is not ours
             # and would sort after every future ETA: look at those too.
             foreign = names[bisect.bisect_left(names, ":") :]
-            for name in itertools.chain(foreign, names):
+            for promoted, name in enumerate(itertools.chain(foreign, names)):
                 eta = eta_of(name)
-                if eta > now:
-                    next_eta = eta
+                if eta > now or promoted == PROMOTE_MOST:
+                    # At the bound, the rest waits for the next call: a supervisor's
+                    # round is not held up by a backlog (its next listing finds them).
+                    next_eta = eta if eta > now else now
                     break
                 # A name that is not ours has no ETA (-1): it goes to ready/ as it is,
                 # where a worker quarantines it like any bad entry.

@@ -163,6 +163,15 @@ return removed
 """
 
 # ARGV: prefix. Forget supervisors whose liveness lapsed; returns their names.
+# KEYS none; ARGV: key, its expected value, the new value, TTL ms. 1 if swapped.
+SWAP = """
+if redis.call('GET', ARGV[1]) == ARGV[2] then
+  redis.call('SET', ARGV[1], ARGV[3], 'PX', ARGV[4])
+  return 1
+end
+return 0
+"""
+
 FORGET_DEAD_WORKERS = """
 local p = ARGV[1]
 local gone = {}

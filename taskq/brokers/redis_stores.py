@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -32,6 +33,45 @@ _T = TypeVar("_T")
 _EXPIRE_BATCH = 500  # results looked at per housekeeping step
 
 
+def process_identity(pid: int) -> str:
+    """Who process ``pid`` of this host is, told apart from a later process given
+    the same pid: host, PID namespace, pid and start time (Linux's /proc; without
+    it, "?" fields that never match, so nothing is ever found gone)."""
+    return f"{socket.gethostname()} {_pid_namespace()} {pid} {_started(pid) or '?'}"
+
+
+def gone_from_here(identity: str) -> bool:
+    """Whether ``identity`` (a ``process_identity``) is a process of this host and
+    PID namespace that is no longer running."""
+    try:
+        host, namespace, pid, started = identity.split(" ")
+        number = int(pid)
+    except ValueError:
+        return False
+    if "?" in (namespace, started) or (host, namespace) != (socket.gethostname(), _pid_namespace()):
+        return False
+    return _started(number) != started
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return "?"
+
+
+def _started(pid: int) -> str | None:
+    """Process ``pid``'s start time (clock ticks after boot), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "?"
+    return fields[19].decode()
+
+
 class Heartbeat:
     """A thread refreshing liveness keys every third of their TTL.
 
@@ -41,22 +81,22 @@ class Heartbeat:
 
     def __init__(self, broker: RedisStores) -> None:
         self._broker = broker
-        self._keys: set[str] = set()  # kept by ``keep`` (own) and ``vouch`` (children)
+        # key -> its value; kept by ``keep`` (own) and ``vouch`` (children, "1")
+        self._keys: dict[str, str] = {}
         self._vouched: set[str] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._failing = False
 
-    def keep(self, key: str) -> None:
+    def keep(self, key: str, value: str = "1") -> None:
         with self._lock:
-            self._keys.add(key)
+            self._keys[key] = value
         self._start()
 
     def drop(self, key: str) -> bool:
         """Stop refreshing ``key``; whether it was refreshed here."""
         with self._lock:
-            kept = key in self._keys
-            self._keys.discard(key)
+            kept = self._keys.pop(key, None) is not None
             self._vouched.discard(key)
             return kept
 
@@ -64,8 +104,9 @@ class Heartbeat:
         """Refresh exactly ``keys`` for the children; returns the ones dropped."""
         with self._lock:
             dropped = self._vouched - keys
-            self._keys -= dropped
-            self._keys |= keys
+            for key in dropped:
+                self._keys.pop(key, None)
+            self._keys.update(dict.fromkeys(keys, "1"))
             self._vouched = set(keys)
         self._start()
         return dropped
@@ -82,13 +123,13 @@ class Heartbeat:
         while True:
             time.sleep(ttl / 3000)
             with self._lock:
-                keys = list(self._keys)
+                keys = list(self._keys.items())
             if not keys:
                 continue
             try:
                 pipe = client.pipeline(transaction=False)
-                for key in keys:
-                    pipe.set(key, "1", px=ttl)
+                for key, value in keys:
+                    pipe.set(key, value, px=ttl)
                 pipe.execute()
             except redis.RedisError as exc:
                 if not self._failing:
@@ -265,14 +306,26 @@ class RedisStores:
     # -- supervisors ----------------------------------------------------------
 
     def register_worker(self, name: str) -> None:
-        alive = self.key("alive:", name)
-        if not self.call(lambda: self.client.set(alive, "1", px=self.liveness_ms, nx=True)):
-            raise BrokerError(
-                worker_name_taken(name, self.where)
-                + f" (or wait {self.liveness_ms / 1000:g} s if it was this host's, just killed)"
-            )
+        alive, me = self.key("alive:", name), process_identity(os.getpid())
+        if not self.call(lambda: self.client.set(alive, me, px=self.liveness_ms, nx=True)):
+            holder: bytes = self.call(lambda: self.client.get(alive)) or b""
+            dead = gone_from_here(holder.decode(errors="replace"))
+            # A supervisor of this host killed (SIGKILL, the OOM killer) holds the name
+            # until its key lapses: a service manager restarting it at once would be
+            # refused until then. One whose process is gone is taken over at once.
+            if not dead or not self._swap(alive, holder, me):
+                raise BrokerError(
+                    worker_name_taken(name, self.where)
+                    + f" (if it was on another host and died, its name is free within "
+                    f"{self.liveness_ms / 1000:g} s)"
+                )
+            log.warning("Took over the name %s from a supervisor of this host that died", name)
         self.call(lambda: self.client.hset(self.key("workers"), name, "{}"))
-        self.heartbeat.keep(alive)
+        self.heartbeat.keep(alive, me)
+
+    def _swap(self, key: str, old: bytes, new: str) -> bool:
+        """Set ``key`` to ``new`` if it still holds ``old`` (atomically)."""
+        return bool(self.call(lambda: self.script(lua.SWAP, [key, old, new, self.liveness_ms])))
 
     def publish_worker_state(self, name: str, state: Mapping[str, Any]) -> None:
         if self.call(lambda: self.client.exists(self.key("alive:", name))):

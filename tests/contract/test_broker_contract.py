@@ -532,10 +532,12 @@ def test_export_while_a_consumer_claims_yields_every_message_exactly_once(broker
     from taskq.transfer import Summary, exported
 
     ids = {publish(broker)[0].id for _ in range(300)}
-    consumer = broker.open_consumer(["default"], "racer")
     started = threading.Event()
 
     def claim_all() -> None:
+        # Opened by the thread that uses it, as a worker does: a Redis consumer's
+        # connection belongs to its thread.
+        consumer = broker.open_consumer(["default"], "racer")
         started.set()
         while consumer.claim(timeout=0.2) is not None:
             pass

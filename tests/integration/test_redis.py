@@ -211,3 +211,17 @@ def test_delay_with_redis_down_raises_naming_the_url_in_bounded_time() -> None:
         set_default_app(previous)
     assert isinstance(raised.value, TaskqError)
     assert took < 15, f".delay() took {took:.1f} s to give up"
+
+
+def test_a_named_worker_killed_and_started_again_at_once_gets_its_name_back(
+    start_worker: Callable[..., WorkerProcess], redis_url: str
+) -> None:
+    # A liveness far longer than the test: the name must not come back by lapsing.
+    url = f"{redis_url}&liveness_timeout=60"
+    first = start_worker("--broker", url, "-n", "named@%h", concurrency=1)
+    first.kill()  # SIGKILL, as the OOM killer would: its liveness key stays
+
+    again = start_worker("--broker", url, "-n", "named@%h", concurrency=1)
+
+    assert again.popen.poll() is None
+    assert "Took over the name named@" in again.log(), again.log()

@@ -285,7 +285,8 @@ def test_bad_save_is_refused_and_the_last_good_code_keeps_serving(
     loaded = re.search(r"Still serving the code loaded at (\d\d:\d\d:\d\d)", refusal)
     assert loaded is not None
     started = log_time(w, "Watching for changes")
-    assert (clock_seconds(loaded[1]) - clock_seconds(started)) % 86400 in (0, 1)
+    # Seconds apart at most (more on a loaded machine); a zone mix-up is hours.
+    assert (clock_seconds(loaded[1]) - clock_seconds(started)) % 86400 < 10
     # The pool was left alone: same processes, last good code, supervisor up.
     assert [send(taskq_app, "value").get(timeout=10) for _ in range(3)] == [1] * 3
     assert set(w.child_pids()) == pids

@@ -41,3 +41,21 @@ def test_retry_all_requeues_what_it_can_and_says_what_it_skipped(tmp_path: Path)
     assert app.broker.counts()["default"].ready == 1
     with pytest.raises(TaskqError, match="bad signature"):
         admin.retry_dead(settings, "forged")
+
+
+def test_status_shows_a_worker_that_published_no_state_yet_as_starting() -> None:
+    report = {
+        "broker": "b",
+        "queues": {"default": {"ready": 1, "scheduled": 0, "claimed": 0, "dead": 0}},
+        "workers": [
+            {"name": "w1"},  # registered, its first state not published yet
+            {"name": "w2", "pid": 7, "queues": ["default"], "children": [{"pid": 8}]},
+        ],
+    }
+
+    text = admin.format_status(report)
+
+    assert "w1 (starting: no state published yet)" in text
+    assert "w2 (pid 7) queues default" in text
+    assert "pid 8: 0 done, idle" in text
+    assert "no live worker consumes it" not in text  # w2 consumes default

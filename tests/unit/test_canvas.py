@@ -88,6 +88,26 @@ def test_a_chain_passes_each_result_to_the_next_task(app: App) -> None:
     assert CALLS == [("add", (1, 1)), ("add", (2, 10)), ("mul", (12, 3))]
 
 
+def test_each_step_a_worker_publishes_is_recorded_as_published(tmp_path: Path) -> None:
+    app = App(broker=str(tmp_path / "b"), events=True)
+    t = Tasks(app)
+    result = chain(t.add.s(1, 1), t.add.s(10), t.mul.s(3)).apply_async()
+    run(app)
+    assert app.events is not None
+    app.events.flush()
+
+    events, _ = app.broker.read_events()
+    published = [(e["task"], e["id"]) for e in events if e["event"] == "published"]
+    succeeded = [e["id"] for e in events if e["event"] == "succeeded"]
+    assert [task for task, _ in published] == [
+        "tests.canvas.add",
+        "tests.canvas.add",
+        "tests.canvas.mul",
+    ]
+    assert [task_id for _, task_id in published] == succeeded  # each step, as it ran
+    assert published[-1][1] == result.id
+
+
 def test_chain_delay_gives_its_arguments_to_the_first_task_and_pipes_build_chains(
     app: App,
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,6 +96,40 @@ def test_a_producer_recorder_flushes_on_its_own_timer() -> None:
         time.sleep(0.01)
 
     assert [len(b) for b in sink.batches] == [1]
+
+
+@pytest.mark.filterwarnings("ignore:This process.*fork:DeprecationWarning")  # Python 3.12+
+def test_one_flusher_thread_serves_every_batch_and_a_forked_child_gets_its_own() -> None:
+    sink = Sink()
+    recorder = Recorder(sink, timer=True)
+    threads = threading.active_count()
+    for n in range(3):  # three batches, each written by the flusher
+        recorder.record("published", message())
+        deadline = time.monotonic() + 10
+        while len(sink.batches) <= n and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert [len(b) for b in sink.batches] == [1, 1, 1]
+    assert threading.active_count() == threads + 1  # one thread for the process's life
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's thread is not here; a new one must flush
+        try:
+            child_sink = Sink()
+            recorder.sink = child_sink
+            recorder.record("published", message())
+            deadline = time.monotonic() + 10
+            while not child_sink.batches and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.write(write, str(len(child_sink.batches)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 10) == b"1"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
 
 
 def test_events_that_cannot_be_written_are_dropped_and_logged_once(

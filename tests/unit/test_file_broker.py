@@ -860,6 +860,18 @@ def test_promote_due_moves_only_due_messages_under_their_ready_name(broker: File
     assert listing(broker, "ready") == sorted([due.name, later.name])
 
 
+def test_promote_due_moves_a_bounded_number_a_call_and_the_rest_at_the_next_calls(
+    broker: FileBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(file_module, "PROMOTE_MOST", 5)
+    now = time.time()
+    for i in range(12):
+        publish(broker, make_message(eta=now + 1 + i / 1000))
+
+    assert [broker.promote_due(now + 60) for _ in range(4)] == [5, 5, 2, 0]
+    assert len(listing(broker, "ready")) == 12
+
+
 def test_scheduled_message_added_after_a_promotion_is_promoted_once_due(
     broker: FileBroker,
 ) -> None:

@@ -4,6 +4,9 @@ consumer declared dead, an unreachable server. Against the real Redis."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -211,3 +214,40 @@ def test_an_export_reads_a_snapshot_unchanged_by_claims_and_leaves_no_copy_behin
     assert first.name in {m.name for m in published}
     assert list(broker.client.scan_iter(match=f"{broker.prefix}export:*")) == []
     consumer.close()
+
+
+def test_a_name_held_by_a_dead_supervisor_of_this_host_is_taken_over_at_once(
+    broker: RedisBroker,
+) -> None:
+    from taskq.brokers.redis_stores import process_identity
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    identity = process_identity(gone.pid)  # read while it runs
+    gone.wait(10)
+    alive = broker.key("alive:", "w-killed")
+    broker.client.set(alive, identity, px=60_000)  # as a SIGKILLed supervisor leaves it
+
+    broker.register_worker("w-killed")
+
+    assert broker.client.get(alive).decode() == process_identity(os.getpid())
+    broker.unregister_worker("w-killed")
+
+
+def test_a_name_held_by_a_live_process_or_another_host_is_refused(broker: RedisBroker) -> None:
+    from taskq.brokers.redis_stores import process_identity
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        holders = {
+            "w-live": process_identity(live.pid),
+            "w-elsewhere": "other-host pid:[1] 1234 99",
+            "w-old": "1",  # the value older versions wrote
+        }
+        for name, holder in holders.items():
+            broker.client.set(broker.key("alive:", name), holder, px=60_000)
+            with pytest.raises(BrokerError, match=f"a live worker named '{name}'"):
+                broker.register_worker(name)
+            assert broker.client.get(broker.key("alive:", name)).decode() == holder
+    finally:
+        live.kill()
+        live.wait(10)

@@ -150,6 +150,24 @@ def test_a_bad_line_anywhere_names_its_number_and_imports_nothing() -> None:
     assert list(target.message_ids()) == []
 
 
+def test_the_import_publishes_what_was_verified_even_if_the_file_changes_after() -> None:
+    source, target = MemoryBroker("src5"), MemoryBroker("dst5")
+    ids = [put(source, n).id for n in range(3)]
+    backup = io.StringIO(exported(source))
+    verified = transfer.verify(backup, KEY, OTHER, "backup.jsonl")
+    backup.seek(0)
+    backup.truncate()
+    backup.write("changed after the check\n")
+
+    with verified:
+        summary = transfer.import_(target, OTHER, verified)
+
+    assert summary.states["ready"] == 3
+    consumer = target.open_consumer(["default"], "after")
+    got = [decode(d.data, OTHER)[0].id for d in iter(lambda: consumer.claim(0.01), None)]
+    assert got == ids  # signed with the destination's key, in order
+
+
 def test_a_line_that_is_no_export_line_is_refused_with_its_line_number() -> None:
     with pytest.raises(TaskqError, match=r"<stdin>, line 1: no signature"):
         transfer.import_(MemoryBroker("dst4"), KEY, io.StringIO("{nope\n"))
