@@ -19,14 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, ov
 
 from .current import default_app
 from .errors import Retry, TaskqError
-from .message import (
-    Batch,
-    Message,
-    dump_call,
-    new_id,
-    validate_queue,
-    validate_task_id,
-)
+from .message import Batch, Message, dump_call, new_id, validate_queue, validate_task_id
 from .unique import (
     DEFAULT_UNIQUE_FOR,
     call_signature,
