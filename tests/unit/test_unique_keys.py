@@ -95,6 +95,21 @@ def test_the_next_call_is_enqueued_once_the_first_is_settled(app: App) -> None:
     assert again.id != first.id and queued(app) == 1
 
 
+def test_a_key_whose_message_is_nowhere_blocks_its_calls_until_it_lapses(app: App) -> None:
+    """A producer killed between claiming the key and publishing leaves a holder
+    that never runs: its calls get a handle on that id until unique_for passes."""
+    task = declare(app, unique_for=0.3)
+    app.broker.claim_unique(task.unique_key((1,), {}), "ghost", 0.3)
+
+    blocked = task.delay(1)
+    assert blocked.id == "ghost" and blocked.status == "PENDING"
+    assert app.broker.counts() == {}
+
+    time.sleep(0.35)
+    after = task.delay(1)
+    assert after.id != "ghost" and queued(app) == 1
+
+
 def test_an_expired_call_lets_its_key_go_when_a_worker_drops_it(app: App) -> None:
     task = declare(app)
     first = task.apply_async((1,), expires=0.05)
