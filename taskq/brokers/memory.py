@@ -26,6 +26,7 @@ from .memory_chords import MemoryChords, _Chord
 from .memory_events import MemoryEvents
 from .memory_rates import MemoryRates
 from .memory_stores import MemorySchedule, MemoryStores
+from .memory_unique import MemoryUniques
 from .names import eta_of, id_in_state, id_of, ready_name_of, scheduled_name
 
 
@@ -71,7 +72,9 @@ class MemoryConsumer:
         self._broker._close(self.name)
 
 
-class MemoryBroker(MemoryEvents, MemoryStores, MemoryChords, MemorySchedule, MemoryRates):
+class MemoryBroker(
+    MemoryEvents, MemoryStores, MemoryChords, MemorySchedule, MemoryRates, MemoryUniques
+):
     """A broker in this process's memory; safe for many threads, invisible to
     other processes (a ``taskq worker`` cannot serve it: run tasks with ``App.join``)."""
 
@@ -85,6 +88,7 @@ class MemoryBroker(MemoryEvents, MemoryStores, MemoryChords, MemorySchedule, Mem
         self._recovering: set[str] = set()
         self._dead_order = 0
         self._chords: dict[str, _Chord] = {}
+        self._uniques: dict[str, tuple[str, float]] = {}  # see memory_unique.py
         MemoryStores.__init__(self)
         MemoryEvents.__init__(self)
         MemoryRates.__init__(self)
@@ -109,6 +113,7 @@ class MemoryBroker(MemoryEvents, MemoryStores, MemoryChords, MemorySchedule, Mem
             self._results.clear()
             self._workers.clear()
             self._chords.clear()
+            self._uniques.clear()
             self._events.clear()
             self._next_slots.clear()
             for kept in self._schedule:
@@ -339,6 +344,7 @@ class MemoryBroker(MemoryEvents, MemoryStores, MemoryChords, MemorySchedule, Mem
         # No writer leaves litter in memory: expiry is all there is.
         yield from self.expiry_steps(results_before)
         yield from self.chord_expiry_steps(results_before)
+        yield from self.unique_expiry_steps(now)
 
     # -- backup, restore and migration ------------------------------------------
 
