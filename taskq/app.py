@@ -170,7 +170,14 @@ class App:
     def enqueue_many(
         self, calls: Iterable[tuple[Task[Any, Any], Sequence[Any], dict[str, Any]]]
     ) -> list[AsyncResult[Any]]:
-        """Enqueue many ``(task, args, kwargs)`` calls as one batch (one flush when durable)."""
+        """Enqueue many ``(task, args, kwargs)`` calls as one batch (one flush when durable);
+        unique tasks' calls are each checked as ``delay`` would."""
+        calls = list(calls)
+        if any(task.options.unique_for is not None for task, _, _ in calls):
+            from .unique import send_unique
+
+            ids = send_unique(self, [task.unique_call(args, kw) for task, args, kw in calls])
+            return [self.AsyncResult(i) for i in ids]
         batch = [
             (task.message(args, kwargs), dump_call(task.name, args, kwargs))
             for task, args, kwargs in calls

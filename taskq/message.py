@@ -75,6 +75,9 @@ class Message:
     # slot this message holds already (see ``rates.admit``).
     rate_limit: str | None = None
     rate_slot: float | None = None
+    # A unique task's key (``taskq.unique``): the worker lets it go once this
+    # message is settled for good. Empty, and so absent from the header, otherwise.
+    unique: str = ""
 
     @property
     def name(self) -> str:
@@ -109,6 +112,16 @@ def validate_task_id(task_id: str) -> str:
             "not starting with '.' or '-'"
         )
     return task_id
+
+
+def validate_unique_key(key: str) -> str:
+    """Unique keys name files too (the file broker's ``unique/<key>``)."""
+    if not isinstance(key, str) or not TASK_ID.fullmatch(key):
+        raise MessageError(
+            f"invalid unique key {key!r:.80}: use 1-128 letters, digits, '_', '-' or '.', "
+            "not starting with '.' or '-'"
+        )
+    return key
 
 
 # -- payload: the pickled call -------------------------------------------------
@@ -362,6 +375,10 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "by_name": (lambda v: type(v) is bool, "true or false"),
     "rate_limit": (lambda v: v is None or valid_rate(v), 'a rate such as "100/m", or null'),
     "rate_slot": (lambda v: v is None or _time(v), "a time or null"),
+    "unique": (
+        lambda v: isinstance(v, str) and (not v or TASK_ID.fullmatch(v) is not None),
+        "a unique key or empty",
+    ),
 }
 
 

@@ -22,6 +22,7 @@ from .brokers.base import Broker, Delivery
 from .crashpoints import crash_point
 from .errors import (
     BadSignature,
+    BrokerError,
     ChordFailed,
     MessageError,
     SerializationError,
@@ -171,17 +172,34 @@ class Settler:
             crash_point("result.stored")
             self.broker.ack(delivery)
             crash_point("ack.done")
-            return
-        attempts = (*message.attempts, self._attempt(outcome, value))
-        if isinstance(decision, RetryAt):
-            again = message.replace(
-                retries=message.retries + 1, eta=decision.eta, attempts=attempts
-            )
-            crash_point("retry.marked")
-            self.broker.retry_later(delivery, again, encode(again, payload, self.key))
         else:
+            attempts = (*message.attempts, self._attempt(outcome, value))
+            if isinstance(decision, RetryAt):  # the new attempt keeps a unique key held
+                again = message.replace(
+                    retries=message.retries + 1, eta=decision.eta, attempts=attempts
+                )
+                crash_point("retry.marked")
+                self.broker.retry_later(delivery, again, encode(again, payload, self.key))
+                return
             self.broker.dead_letter(
                 delivery, dead_record(delivery, message, decision.reason, value, attempts)
+            )
+        if message.unique:
+            self._release(message)
+
+    def _release(self, message: Message) -> None:
+        """Let a unique key go once its message is settled for good (after, not
+        before: a crash between leaves the key held until its lifetime passes,
+        never a second call enqueued while this one could still run)."""
+        try:
+            self.broker.release_unique(message.unique, message.id)
+        except (OSError, BrokerError) as exc:  # settled already: its lifetime is the backstop
+            log.warning(
+                "Task %s[%s]: its unique key could not be released (%s): it lapses "
+                "after the task's unique_for",
+                message.task,
+                message.id,
+                exc,
             )
 
     def _result(self, message: Message, outcome: Outcome, value: Any, decision: Decision) -> bytes:

@@ -7,6 +7,7 @@ tasks module never touches the disk or the network.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import threading
@@ -20,6 +21,14 @@ from .current import default_app
 from .errors import Retry, TaskqError
 from .message import Batch, Message, dump_call, new_id, validate_queue, validate_task_id
 from .rates import check_rate
+from .unique import (
+    DEFAULT_UNIQUE_FOR,
+    call_signature,
+    check_unique_for,
+    derived_key,
+    explicit_key,
+    send_unique,
+)
 
 if TYPE_CHECKING:
     from .app import App
@@ -57,9 +66,11 @@ class TaskOptions:
     ignore_result: bool = False
     bind: bool = False
     rate_limit: str | float | None = None
+    unique_for: float | None = None  # seconds a call's key is held at most (taskq.unique)
 
     def __post_init__(self) -> None:
         validate_queue(self.queue)
+        check_unique_for(self.unique_for)
         _check_priority(self.priority)
         object.__setattr__(self, "rate_limit", check_rate(self.rate_limit))
         if self.max_retries < 0:
@@ -105,6 +116,7 @@ class Task(Generic[P, R]):
         self.options = options
         self._policy = options.policy()  # options are frozen: made once, sent with each call
         self._local = threading.local()
+        self._signature: inspect.Signature | None = None  # for unique keys, made when needed
         functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
@@ -148,13 +160,24 @@ class Task(Generic[P, R]):
         headers: Mapping[str, Any] | None = None,
         link: Signature | Sequence[Signature] | None = None,
         link_error: Signature | Sequence[Signature] | None = None,
+        unique_key: str | None = None,
     ) -> AsyncResult[R]:
         """Send a call with options: ``countdown`` seconds or an ``eta`` to run
         at, a ``priority`` 0-9 (9 first), another ``queue``, ``expires`` (seconds
         from now or a datetime), a chosen ``task_id``, ``headers`` (JSON values
         the task reads as ``self.request.headers``); ``link``: signatures called
-        with its result, ``link_error``: with its id if it fails for good."""
+        with its result, ``link_error``: with its id if it fails for good;
+        ``unique_key``: not enqueued while a call given the same key is queued or
+        running, the handle of that call returned instead (see ``taskq.unique``)."""
+        unique = ""
+        if unique_key is not None or self.options.unique_for is not None:
+            unique = self.unique_key(args, kwargs or {}, unique_key)
         if link is not None or link_error is not None:  # a workflow: see canvas.py
+            if unique:
+                raise TaskqError(
+                    f"task {self.name}: a unique call cannot take link or link_error "
+                    "(workflows are not deduplicated)"
+                )
             options = {
                 "countdown": countdown,
                 "eta": eta,
@@ -178,10 +201,41 @@ class Task(Generic[P, R]):
             expires=expires,
             task_id=task_id,
             headers=headers,
+            unique=unique,
         )
         app = self.app
-        app.publish(message, dump_call(self.name, args, kwargs or {}))
+        payload = dump_call(self.name, args, kwargs or {})
+        if unique:
+            (holder,) = send_unique(app, [(message, payload, self._ttl)])
+            return app.AsyncResult(holder)
+        app.publish(message, payload)
         return app.AsyncResult(message.id)
+
+    def unique_key(
+        self, args: Sequence[Any], kwargs: Mapping[str, Any], unique_key: str | None = None
+    ) -> str:
+        """The broker key of a call: from ``unique_key`` if given, else from this
+        task's name and the call's arguments; "" for a task that is not unique."""
+        if unique_key is not None:
+            return explicit_key(unique_key)
+        if self.options.unique_for is None:
+            return ""
+        if self._signature is None:
+            self._signature = call_signature(self.fn, self.options.bind)
+        return derived_key(self.name, self._signature, args, kwargs)
+
+    @property
+    def _ttl(self) -> float:
+        """How long a unique call's key is held at most."""
+        return self.options.unique_for or DEFAULT_UNIQUE_FOR
+
+    def unique_call(
+        self, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> tuple[Message, bytes, float]:
+        """A call's message (with its unique key, if the task is unique), its pickled
+        call, and how long its key is held: an item for ``send_unique``."""
+        message = self.message(args, kwargs, unique=self.unique_key(args, kwargs))
+        return message, dump_call(self.name, args, kwargs), self._ttl
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature of this call, for workflows (``chain``, ``group``, ``chord``, links)."""
@@ -198,14 +252,17 @@ class Task(Generic[P, R]):
     def map(self, calls: Iterable[Sequence[Any] | Any]) -> list[AsyncResult[R]]:
         """Enqueue one call per item (a tuple of positional arguments, or a single
         argument) in one batch: with ``durable = true`` the whole batch costs one
-        flush to disk instead of one per message."""
+        flush to disk instead of one per message. A unique task's calls are each
+        checked (and sent) as ``delay`` would, in one batch."""
         app = self.app
+        if self.options.unique_for is not None:
+            items = [self.unique_call(_map_args(item), {}) for item in calls]
+            return [app.AsyncResult(i) for i in send_unique(app, items)]
         stamp = Batch(self.message((), {}), app.key)
         batch = []
         for item in calls:
-            args = tuple(item) if isinstance(item, tuple | list) else (item,)
             message = stamp.message()
-            batch.append((message, stamp.seal(message, dump_call(self.name, args, {}))))
+            batch.append((message, stamp.seal(message, dump_call(self.name, _map_args(item), {}))))
         app.publish_sealed(batch)
         return [app.AsyncResult(m.id) for m, _ in batch]
 
@@ -242,12 +299,18 @@ class Task(Generic[P, R]):
             eta=_eta(now, options.get("countdown"), options.get("eta")),
             expires=_when(now, o.expires if options.get("expires") is None else options["expires"]),
             headers=_check_headers(options["headers"]) if options.get("headers") else {},
+            unique=options.get("unique", ""),
             **self._policy,
         )
 
     def retry(self, countdown: float | None = None, exc: BaseException | None = None) -> NoReturn:
         """Ask for another attempt (from inside a bound task)."""
         raise Retry(countdown=countdown, exc=exc)
+
+
+def _map_args(item: Sequence[Any] | Any) -> tuple[Any, ...]:
+    """A ``Task.map`` item as positional arguments: a tuple or list of them, or one."""
+    return tuple(item) if isinstance(item, tuple | list) else (item,)
 
 
 def _check_headers(headers: Mapping[str, Any]) -> dict[str, Any]:

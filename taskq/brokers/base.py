@@ -18,8 +18,9 @@ States a message goes through::
 (the state of ``canvas.chord``) and ``Events``. Code that
 needs one part names that part. What only one implementation needs (the file
 broker's tmp/ litter, its recycled files) stays in that implementation.
-``Schedule`` (the periodic tasks' lease and ticks), ``RateLimits`` (the slots
-of rate-limited tasks) and ``Revocations`` (revoked task ids) are parts too.
+``Schedule`` (the periodic tasks' lease and ticks) is a part too, and so are
+``RateLimits`` (the slots of rate-limited tasks), ``Uniques`` (the keys of
+unique tasks) and ``Revocations`` (revoked task ids).
 """
 
 from __future__ import annotations
@@ -367,6 +368,21 @@ class RateLimits(Protocol):
         reserved and never used is lost (the rate dips), never given twice."""
 
 
+class Uniques(Protocol):
+    """Unique tasks' keys (``@task(unique_for=...)``): a key is held by the id of the
+    one message it let through, until that message is settled for good or the
+    key's lifetime passes (the backstop when a release is lost)."""
+
+    def claim_unique(self, key: str, task_id: str, ttl: float) -> str:
+        """Hold ``key`` for ``task_id`` for ``ttl`` seconds, unless a holder whose
+        lifetime has not passed has it: the holder's id (``task_id`` when this call
+        won). Atomic: of many callers at once, exactly one wins a free key."""
+
+    def release_unique(self, key: str, task_id: str) -> None:
+        """Let ``key`` go if ``task_id`` still holds it (else nothing: a later holder
+        keeps it)."""
+
+
 class Revocations(Protocol):
     """Revoked task ids (``AsyncResult.revoke``): a worker settles a message under a
     revoked id as revoked instead of running it, and a supervisor kills the process
@@ -405,6 +421,7 @@ class Broker(
     Events,
     Schedule,
     RateLimits,
+    Uniques,
     Revocations,
     Protocol,
 ):

@@ -11,6 +11,7 @@ Layout under the root (created 0700)::
     events/events.jsonl               the event log, when events are on (file_events.py)
     results/<id>                      signed results
     rates/<task>                      when each rate-limited task's next slot starts (file_rates.py)
+    unique/<key>                      a unique task's key: its holder's id (file_unique.py)
 
 Every move is ``rename(2)`` within one filesystem, so a file is in exactly one
 state and readers never see it half written.

@@ -17,6 +17,7 @@ from ..message import validate_queue
 from .base import DeadLetter, QueueCounts
 from .file_chords import FileChords
 from .file_stores import FileStores
+from .file_unique import FileUniques
 from .fs import read_file, read_signed, removal_steps
 from .names import id_of
 from .spares import KEEP, UNUSED_FOR, SparePool
@@ -25,7 +26,7 @@ _SPARES_A_SWEEP = 5_000  # spares deleted at most by one sweep
 _TMP_MAX_AGE = 300.0  # a tmp/ file older than this belongs to a crashed writer
 
 
-class FileAdmin(FileStores, FileChords):
+class FileAdmin(FileStores, FileChords, FileUniques):
     """Inspection and maintenance over the layout ``FileBroker`` keeps."""
 
     spares: SparePool
@@ -104,6 +105,8 @@ class FileAdmin(FileStores, FileChords):
         yield from self.sweep_steps(results_before, now - _TMP_MAX_AGE)
         # A chord expires with results: one unchanged since then is abandoned.
         yield from self.chord_expiry_steps(results_before)
+        # Unique keys whose holder was never released, once their lifetime passed.
+        yield from self.unique_expiry_steps(now)
         yield from self.revocation_steps(now)
 
     def sweep_tmp(self, older_than: float) -> int:

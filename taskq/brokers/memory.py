@@ -27,6 +27,7 @@ from .memory_events import MemoryEvents
 from .memory_rates import MemoryRates
 from .memory_revocations import MemoryRevocations
 from .memory_stores import MemorySchedule, MemoryStores
+from .memory_unique import MemoryUniques
 from .names import eta_of, id_in_state, id_of, ready_name_of, scheduled_name
 
 
@@ -73,7 +74,13 @@ class MemoryConsumer:
 
 
 class MemoryBroker(
-    MemoryEvents, MemoryStores, MemoryChords, MemorySchedule, MemoryRates, MemoryRevocations
+    MemoryEvents,
+    MemoryStores,
+    MemoryChords,
+    MemorySchedule,
+    MemoryRates,
+    MemoryUniques,
+    MemoryRevocations,
 ):
     """A broker in this process's memory; safe for many threads, invisible to
     other processes (a ``taskq worker`` cannot serve it: run tasks with ``App.join``)."""
@@ -88,6 +95,7 @@ class MemoryBroker(
         self._recovering: set[str] = set()
         self._dead_order = 0
         self._chords: dict[str, _Chord] = {}
+        self._uniques: dict[str, tuple[str, float]] = {}  # see memory_unique.py
         MemoryStores.__init__(self)
         MemoryEvents.__init__(self)
         MemoryRates.__init__(self)
@@ -113,6 +121,7 @@ class MemoryBroker(
             self._results.clear()
             self._workers.clear()
             self._chords.clear()
+            self._uniques.clear()
             self._events.clear()
             self._next_slots.clear()
             self._revoked.clear()
@@ -344,6 +353,7 @@ class MemoryBroker(
         # No writer leaves litter in memory: expiry is all there is.
         yield from self.expiry_steps(results_before)
         yield from self.chord_expiry_steps(results_before)
+        yield from self.unique_expiry_steps(now)
         yield from self.revocation_steps(now)
 
     # -- backup, restore and migration ------------------------------------------

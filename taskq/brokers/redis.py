@@ -21,6 +21,7 @@ The same states as the file broker's folders, as Redis keys under a prefix
     alive:<supervisor>      STR   exists while the supervisor is alive (PX TTL)
     keys                    HASH  the signing keyring
     rate:<task>             STR   when a rate-limited task's next slot starts (redis_rates)
+    unique:<key>            STR   a unique task's key: its holder's id (PX its lifetime)
 
 Every move between states is one Lua script (``redis_scripts``), so a message
 is in one state at any time and one consumer wins each claim. A blocked claim
@@ -63,6 +64,7 @@ from .redis_rates import RedisRates
 from .redis_revocations import RedisRevocations
 from .redis_stores import RedisSchedule, RedisStores
 from .redis_transfer import RedisTransfer
+from .redis_unique import RedisUniques
 
 log = logging.getLogger("taskq.redis")
 
@@ -224,6 +226,7 @@ class _Wire(threading.local):
 class RedisBroker(
     RedisEvents,
     RedisChords,
+    RedisUniques,
     RedisStores,
     RedisTransfer,
     RedisSchedule,

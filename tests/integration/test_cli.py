@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import itasks
 import itasks_delivery
@@ -298,13 +299,25 @@ def test_json_log_to_a_file_carries_each_tasks_name_id_attempt_outcome_and_durat
 ) -> None:
     logfile = tmp_path / "worker.jsonl"
     start_worker("--logfile", str(logfile), "--log-format", "json", modules=MODULES)
-    assert itasks.add.delay(2, 3).get(timeout=10) == 5
+    add = itasks.add.delay(2, 3)
+    assert add.get(timeout=10) == 5
     flaky = itasks.flaky.delay(str(tmp_path / "flaky"), 1)  # fails once, then succeeds
     assert flaky.get(timeout=20) == 1
 
-    entries = [json.loads(line) for line in logfile.read_text().splitlines()]  # JSON, all
-    assert {"time", "level", "process", "pid", "logger", "message"} <= set(entries[0])
-    ended = {(e["task_id"], e["attempt"]): e for e in entries if "outcome" in e}
+    def ended_runs() -> dict[tuple[str, int], dict[str, Any]]:
+        text = logfile.read_text()
+        whole = text[: text.rfind("\n") + 1]  # not a line being written
+        entries = [json.loads(line) for line in whole.splitlines()]  # JSON, all
+        assert {"time", "level", "process", "pid", "logger", "message"} <= set(entries[0])
+        return {(e["task_id"], e["attempt"]): e for e in entries if "outcome" in e}
+
+    # A task's end is logged after its result is stored, which .get() saw.
+    def logged() -> bool:
+        ended = ended_runs()
+        return (flaky.id, 2) in ended and (add.id, 1) in ended
+
+    wait_for(logged, 10, "the log lines of the tasks' ends")
+    ended = ended_runs()
     flaky_runs = [ended[(flaky.id, 1)], ended[(flaky.id, 2)]]
     assert [e["outcome"] for e in flaky_runs] == ["failed", "succeeded"]
     assert flaky_runs[0]["level"] == "WARNING" and "retry in" in flaky_runs[0]["message"]
