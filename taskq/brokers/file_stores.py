@@ -154,6 +154,9 @@ class FileStores:
             "chords",
             "schedule",
             "revoked",
+            "rates",
+            "unique",
+            "events",
         ):
             if os.path.lexists(self.root / name):
                 check_folder(self.root / name, self.trust, self.root)

@@ -170,6 +170,20 @@ def test_state_folder_replaced_by_a_symbolic_link_is_refused(
         broker.check_trust()
 
 
+@pytest.mark.parametrize("name", ["rates", "unique", "events", "revoked", "schedule"])
+def test_a_broker_folder_replaced_by_a_symbolic_link_is_refused_by_the_recheck(
+    root: Path, tmp_path: Path, name: str
+) -> None:
+    broker = FileBroker(root)
+    broker.queue_dir("default")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (root / name).symlink_to(elsewhere)
+
+    with pytest.raises(BrokerError, match=f"{root / name} is a symbolic link"):
+        broker.check_trust()
+
+
 def test_queue_folder_that_is_a_symbolic_link_is_refused_by_the_recheck(
     root: Path, tmp_path: Path
 ) -> None:
