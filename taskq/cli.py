@@ -20,7 +20,7 @@ from .config import Settings, config_file_path, load_settings
 from .errors import TaskqError
 from .logs import setup_logging
 from .progress import progress
-from .results import FAILURE
+from .results import FAILURE, REVOKED
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -274,9 +274,10 @@ def purge(ctx: click.Context, queue: str, yes: bool) -> None:
 def result(ctx: click.Context, task_id: str, wait: float | None) -> None:
     """A task's status and result (or error and traceback).
 
-    Exits with 1 when the task failed (FAILURE), so that scripts can tell."""
+    Exits with 1 when the task failed (FAILURE) or was revoked (REVOKED): it will
+    not succeed, and scripts can tell."""
     record = admin.result(_settings(ctx), task_id, wait)
-    failed = record["status"] == FAILURE
+    failed = record["status"] in (FAILURE, REVOKED)
     click.echo(admin.format_result(record))
     if failed:
         sys.exit(1)

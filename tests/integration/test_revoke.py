@@ -136,6 +136,9 @@ def test_taskq_revoke_says_where_it_found_each_task(
     assert running.get(timeout=15) == "slept"
     wait_for(lambda: queued.state == REVOKED, 15, "the queued task to be REVOKED")
     assert lines(str(ran)) == []
+    shown = _taskq("result", queued.id, "--broker", broker_dir, cwd=tmp_path)
+    assert shown.returncode == 1  # it will not succeed: scripts can tell
+    assert '"status": "REVOKED"' in shown.stdout
     bad = _taskq("revoke", "../etc", "--broker", broker_dir, cwd=tmp_path)
     assert bad.returncode == 1
     assert "invalid task id '../etc'" in bad.stderr
