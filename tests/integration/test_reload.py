@@ -451,7 +451,8 @@ def test_child_crash_looping_on_broken_code_does_not_stall_the_next_reload(
     victim, survivor = w.child_pids()
     os.kill(victim, signal.SIGKILL)
     # Caught in its back-off: the slot has no process when the next save lands.
-    wait_until(lambda: "respawning in 1.6 s" in w.log(), timeout=15, what="a long back-off")
+    # Five crash-and-back-off rounds, each importing the broken code: slow under load.
+    wait_until(lambda: "respawning in 1.6 s" in w.log(), timeout=40, what="a long back-off")
     line = len(tasks_source(2).splitlines()) + 1
     assert f"Cannot import the task modules: SyntaxError in {path}, line {line}" in w.log()
     assert "Worker 0 restarted into the code on disk, whose last save was refused" in w.log()
