@@ -51,15 +51,24 @@ class Recorder:
     task runs), one thread for the process's life, woken by the first event of each
     batch. The supervisor calls ``flush`` from its loop instead: no thread runs
     across its forks.
+
+    A worker's run is the hot path: ``started`` only notes the run, and its end
+    (``settled``) buffers one entry for both events, written as one line
+    (``brokers.base.parse_events`` gives readers the two). A flush while the run
+    goes on writes its ``started`` then, so a long task is seen running.
     """
 
     def __init__(self, sink: Events, worker: str = "", *, timer: bool = False) -> None:
         self.sink = sink
         self.worker = worker
         self._timer = timer
-        # (event, ts, its own fields encoded, message): formatted into lines when
-        # flushed, so a task pays for an append, and a batch is formatted at once.
-        self._buffer: list[tuple[str, float, str, Message]] = []
+        # (event, ts, its own fields, message): formatted into lines when flushed, so
+        # a task pays for an append, and a batch is formatted at once. The fields are
+        # encoded already (a str), or the numbers of a hot event (see ``_lines``).
+        self._buffer: list[tuple[str | int, float, Any, Message]] = []
+        # The run started in this process, its ``started`` not buffered yet:
+        # (message, when, time limit). Read and cleared under the lock.
+        self._running: tuple[Message, float, float] | None = None
         self._since = 0.0
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -71,29 +80,39 @@ class Recorder:
 
     @property
     def pending(self) -> bool:
-        return bool(self._buffer)
+        return bool(self._buffer) or self._running is not None
 
     def record(self, event: str, message: Message, **fields: Any) -> None:
         """Buffer one event about ``message``; ``fields`` add to it (``ts`` replaces it)."""
         ts = fields.pop("ts", None)
-        extra = "".join(
-            f'"{k}":{v!r},'
-            if type(v) in _NUMBERS
-            else f'"{k}":{_quote(v) if type(v) is str else _encode(v)},'
-            for k, v in fields.items()
-        )
-        self._add(event, message, extra, ts)
-
-    def started(self, message: Message, time_limit: float) -> None:
-        """``started``, on the hot path: its one field formatted here."""
-        limit = f"{float(time_limit)!r}" if time_limit else "null"
-        self._add("started", message, f'"time_limit":{limit},', None)
-
-    def _add(self, event: str, message: Message, extra: str, ts: float | None) -> None:
+        extra = _members(fields) if fields else ""
         now = time.time()
+        self._add((event, now if ts is None else float(ts), extra, message), now)
+
+    def started(self, message: Message, time_limit: float, at: float) -> None:
+        """``message`` started running at ``at``: buffered with the run's end, or
+        by the next flush if that comes first."""
+        if self._running is not None:  # a run within a run (eager): the outer one's first
+            with self._lock:
+                outer, self._running = self._running, None
+                if outer is not None:
+                    self._buffer.append((_STARTED, outer[1], outer[2], outer[0]))
+                held = len(self._buffer)
+            self._held(held, at)
+        self._running = (message, at, time_limit)
+        if not self._buffer:  # no batch waits: the run's start begins one
+            self._since = at
+            if self._timer:
+                self._wake_flusher()
+
+    def _add(self, entry: tuple[str | int, float, Any, Message], now: float) -> None:
         with self._lock:
-            self._buffer.append((event, now if ts is None else float(ts), extra, message))
+            self._buffer.append(entry)
             held = len(self._buffer)
+        self._held(held, now)
+
+    def _held(self, held: int, now: float) -> None:
+        """After an entry is buffered: begin a batch, or write a full or old one."""
         if held == 1:
             self._since = now
             if self._timer:
@@ -116,26 +135,51 @@ class Recorder:
             time.sleep(FLUSH_EVERY)
             self.flush()
 
-    def _lines(self, batch: list[tuple[str, float, str, Message]]) -> list[str]:
-        """The batch's events as JSON lines; what every event of a message has is
-        encoded once for its run of events (a worker records two a message)."""
+    def _lines(self, batch: list[tuple[str | int, float, Any, Message]]) -> list[str]:
+        """The batch's events as JSON lines, times in whole microseconds (see
+        ``parse_events``); what every event of a message has is encoded once for
+        its run of events, a task's name and a queue's once for the batch."""
         worker = f',"worker":{_quote(self.worker)}' if self.worker else ""
         ours = f'"host":{_quote(_HOST)},"pid":{self._pid:d}{worker}}}'  # the same in each
-        lines, last, common = [], None, ""
+        quoted: dict[str, str] = {}
+        lines: list[str] = []
+        append, last, common = lines.append, None, ""
         for event, ts, extra, message in batch:
             if message is not last:
-                last = message
+                last, task, queue = message, message.task, message.queue
+                task = quoted.get(task) or quoted.setdefault(task, _quote(task))
+                queue = quoted.get(queue) or quoted.setdefault(queue, _quote(queue))
                 common = (
-                    f'"id":{_quote(message.id)},"task":{_quote(message.task)},'
-                    f'"queue":{_quote(message.queue)},"attempt":{message.retries + 1:d},{ours}'
+                    f'"id":{_quote(message.id)},"task":{task},"queue":{queue},'
+                    f'"attempt":{message.retries + 1},{ours}'
                 )
-            lines.append(f'{{"event":"{event}","ts":{ts!r},{extra}{common}')
+            if event is _RUN:
+                at, limit, runtime = extra
+                append(
+                    f'{{"event":"succeeded","ts_us":{int(ts * 1e6)},'
+                    f'"runtime_us":{int(runtime * 1e6)},"started_us":{int(at * 1e6)},'
+                    f'"time_limit":{_limit(limit) if limit else "null"},{common}'
+                )
+            elif event is _STARTED:
+                append(
+                    f'{{"event":"started","ts_us":{int(ts * 1e6)},'
+                    f'"time_limit":{_limit(extra) if extra else "null"},{common}'
+                )
+            elif event is _SUCCEEDED:
+                took = "" if extra is None else f'"runtime_us":{int(extra * 1e6)},'
+                append(f'{{"event":"succeeded","ts_us":{int(ts * 1e6)},{took}{common}')
+            else:
+                append(f'{{"event":"{event}","ts_us":{int(ts * 1e6)},{extra}{common}')
         return lines
 
     def flush(self) -> None:
-        """Append what is buffered, in one batch."""
+        """Append what is buffered, in one batch, with the start of a run going on."""
         with self._lock:
             batch, self._buffer = self._buffer, []
+            if self._running is not None:
+                message, at, limit = self._running
+                batch.append((_STARTED, at, limit, message))
+                self._running = None
         if not batch:
             return
         try:
@@ -152,10 +196,25 @@ class Recorder:
     def settled(
         self, message: Message, outcome: Outcome, decision: Any, value: Any, runtime: float | None
     ) -> None:
-        """The events of a delivery's end: what ``policy.settle`` decided for it."""
-        if outcome is Outcome.SUCCEEDED:  # the hot path (every other Ack is EXPIRED or REVOKED)
-            took = "" if runtime is None else f'"runtime":{round(runtime, 6)!r},'
-            self._add("succeeded", message, took, None)
+        """The events of a delivery's end: what ``policy.settle`` decided for it,
+        after its ``started`` if that is not written yet."""
+        now = time.time()
+        with self._lock:
+            run = self._running
+            if run is not None and run[0] is message:
+                self._running = None
+            else:
+                run = None  # none, or an outer run's (eager), still going on
+            if outcome is _SUCCESS:  # the hot path
+                if run is None:
+                    self._buffer.append((_SUCCEEDED, now, runtime, message))
+                else:
+                    self._buffer.append((_RUN, now, (run[1], run[2], runtime), message))
+                held = len(self._buffer)
+            elif run is not None:
+                self._buffer.append((_STARTED, run[1], run[2], message))
+        if outcome is _SUCCESS:
+            self._held(held, now)
             return
         ran = {} if runtime is None else {"runtime": round(runtime, 6)}
         if outcome is Outcome.EXPIRED:
@@ -169,6 +228,28 @@ class Recorder:
             if outcome not in _NEVER_RAN:
                 self.record("failed", message, error=_error(value), **ran)
             self.record("dead-lettered", message, reason=decision.reason)
+
+
+# The entries of a worker's hot events, their fields not encoded yet (``_lines``):
+# not str, so no event's name is taken for one.
+_STARTED = 1  # the time limit
+_SUCCEEDED = 2  # the runtime, or None
+_RUN = 3  # (start, time limit, runtime): started and succeeded, on one line
+_SUCCESS = Outcome.SUCCEEDED  # a global: an enum's member is slow to look up on its class
+
+
+def _members(fields: dict[str, Any]) -> str:
+    """``fields`` as the members of a JSON object, each followed by a comma."""
+    return "".join(
+        f'"{k}":{v!r},'
+        if type(v) in _NUMBERS
+        else f'"{k}":{_quote(v) if type(v) is str else _encode(v)},'
+        for k, v in fields.items()
+    )
+
+
+def _limit(time_limit: float) -> str:
+    return f"{float(time_limit)!r}"
 
 
 def _error(value: Any) -> str:

@@ -18,6 +18,7 @@ from .policy import Ack, Dead, Outcome, RetryAt
 
 # Upper bounds (seconds) of the run-time histogram's buckets; +Inf is implicit.
 BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
+_SUCCESS = Outcome.SUCCEEDED  # a global: an enum's member is slow to look up on its class
 
 
 class Tally:
@@ -33,6 +34,12 @@ class Tally:
 
     def settled(self, task: str, outcome: Outcome, decision: Any, runtime: float | None) -> None:
         """Count how a delivery of ``task`` ended (what ``policy.settle`` decided)."""
+        if outcome is _SUCCESS:  # the hot path (acked, so counted as succeeded below)
+            outcomes = self.tasks.get(task) or self.tasks.setdefault(task, {})
+            outcomes["succeeded"] = outcomes.get("succeeded", 0) + 1
+            if runtime is not None:
+                self._ran(task, runtime)
+            return
         if outcome is Outcome.EXPIRED:
             kind = "expired"
         elif outcome is Outcome.REVOKED:
@@ -52,11 +59,14 @@ class Tally:
         outcomes = self.tasks.setdefault(task, {})
         outcomes[kind] = outcomes.get(kind, 0) + 1
         if runtime is not None:
-            hist = self.runtime.get(task)
-            if hist is None:
-                hist = self.runtime[task] = [0.0] * (len(BUCKETS) + 2)
-            hist[bisect.bisect_left(BUCKETS, runtime)] += 1
-            hist[-1] += runtime
+            self._ran(task, runtime)
+
+    def _ran(self, task: str, runtime: float) -> None:
+        hist = self.runtime.get(task)
+        if hist is None:
+            hist = self.runtime[task] = [0.0] * (len(BUCKETS) + 2)
+        hist[bisect.bisect_left(BUCKETS, runtime)] += 1
+        hist[-1] += runtime
 
     def recovered(self, task: str) -> None:
         self.recoveries[task] = self.recoveries.get(task, 0) + 1

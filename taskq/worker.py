@@ -180,7 +180,7 @@ class Worker:
         attempt = message.retries + 1
         self.slot.start(message.id, message.task, started, deadline, attempt, limit)
         if self.events is not None:
-            self.events.started(message, limit)
+            self.events.started(message, limit, started)
         global _running
         _running = message
         if signals.task_prerun.receivers:

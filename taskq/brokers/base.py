@@ -331,14 +331,36 @@ class Transfer(Protocol):
         destination holds it); one gone meanwhile is not an error."""
 
 
-def parse_event(line: bytes) -> dict[str, Any] | None:
-    """One stored event line as the object it holds; None for a line that is not
-    one (cut short by a crash, or written by someone else): readers skip it."""
+def parse_events(line: bytes) -> list[dict[str, Any]]:
+    """The events one stored line holds, as readers see them: none for a line that
+    is no JSON object (cut short by a crash, or written by someone else: readers
+    skip it), two for a run the recorder wrote on one line (``started_us``: its
+    ``started``, then its ``succeeded``), else the one object.
+
+    The recorder stores its times as whole microseconds (``ts_us``, ``runtime_us``,
+    ``started_us``): a number far cheaper to write than a float's shortest form.
+    Readers see seconds, as ``ts`` and ``runtime``, ``event`` and ``ts`` first."""
     try:
-        event = json.loads(line)
+        stored = json.loads(line)
     except ValueError:
-        return None
-    return event if isinstance(event, dict) else None
+        return []
+    if not isinstance(stored, dict):
+        return []
+    ts, started = stored.get("ts_us"), stored.get("started_us")
+    if type(ts) is not int:
+        return [stored]  # as written: not the recorder's compact form
+    rest = {k: v for k, v in stored.items() if k not in _COMPACT}
+    event = {"event": stored.get("event"), "ts": ts / 1e6}
+    runtime = stored.get("runtime_us")
+    if type(runtime) is int:
+        event["runtime"] = runtime / 1e6
+    if type(started) is not int:
+        return [event | rest]
+    limit = rest.pop("time_limit", None)
+    return [{"event": "started", "ts": started / 1e6, "time_limit": limit} | rest, event | rest]
+
+
+_COMPACT = frozenset({"event", "ts_us", "runtime_us", "started_us"})
 
 
 class Events(Protocol):
@@ -353,7 +375,9 @@ class Events(Protocol):
     def read_events(self, after: str = "", limit: int = 1000) -> tuple[list[dict[str, Any]], str]:
         """Up to ``limit`` events appended after the cursor ``after`` ("": from the oldest
         kept), and the cursor to read on from. A cursor whose events were dropped
-        (rotated, trimmed) reads on from the oldest kept."""
+        (rotated, trimmed) reads on from the oldest kept. The events of one stored
+        line (``parse_events``) are never split: a page holds them whole, one more
+        than ``limit`` when the first line of a page of one holds two."""
 
 
 class RateLimits(Protocol):

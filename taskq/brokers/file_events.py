@@ -1,4 +1,5 @@
-"""The file broker's event log: ``events/events.jsonl``, one JSON event a line.
+"""The file broker's event log: ``events/events.jsonl``, one JSON object a line
+(an event, or a run's two: ``base.parse_events``).
 
 Each process appends a batch with one ``write(2)`` on an ``O_APPEND`` descriptor,
 so batches of several processes never interleave inside a line. Past
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BrokerError
-from .base import parse_event
+from .base import parse_events
 from .fs import write_all
 from .trust import Trust, make_folder
 
@@ -99,9 +100,9 @@ class FileEvents:
                 if opened is None:
                     continue
                 fd, st = opened
-                end = _read_lines(fd, start if start <= st.st_size else 0, limit, events)
+                end, full = _read_lines(fd, start if start <= st.st_size else 0, limit, events)
                 after = f"{st.st_ino}:{end}"
-                if len(events) >= limit:
+                if full:
                     break
             return events, after
         finally:
@@ -132,9 +133,11 @@ def _cursor(cursor: str) -> tuple[int, int]:
     return int(inode), int(offset)
 
 
-def _read_lines(fd: int, offset: int, limit: int, into: list[dict[str, Any]]) -> int:
-    """Append the events of the whole lines from ``offset`` until ``into`` holds
-    ``limit``; return the offset after the last line read. A line not yet ended
+def _read_lines(fd: int, offset: int, limit: int, into: list[dict[str, Any]]) -> tuple[int, bool]:
+    """Append the events of the whole lines from ``offset`` while ``into`` holds
+    fewer than ``limit`` (a line's events are not split: a line that would pass
+    ``limit`` waits for the next read, unless ``into`` is empty); return the offset
+    after the last line read, and whether the page is full. A line not yet ended
     (being written) is left for the next read; one that is no JSON object is skipped."""
     while len(into) < limit:
         chunk = os.pread(fd, _CHUNK, offset)
@@ -143,12 +146,13 @@ def _read_lines(fd: int, offset: int, limit: int, into: list[dict[str, Any]]) ->
             offset += _CHUNK
             continue
         if not lines:
-            return offset
+            return offset, False
         for line in lines:
+            found = parse_events(line)
+            if into and len(into) + len(found) > limit:
+                return offset, True
             offset += len(line) + 1
-            event = parse_event(line)
-            if event is not None:
-                into.append(event)
-                if len(into) >= limit:
-                    break
-    return offset
+            into += found
+            if len(into) >= limit:
+                break
+    return offset, True

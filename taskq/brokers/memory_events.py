@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import collections
-import json
 import threading
 from collections.abc import Sequence
 from typing import Any
+
+from .base import parse_events
 
 KEEP = 100_000  # events kept; the oldest go first
 
@@ -17,23 +18,31 @@ class MemoryEvents:
     _lock: threading.RLock
 
     def __init__(self) -> None:
-        self._events: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(maxlen=KEEP)
+        # (sequence number, the events of one stored line): a line's are read together.
+        self._events: collections.deque[tuple[int, list[dict[str, Any]]]] = collections.deque(
+            maxlen=KEEP
+        )
         self._event_seq = 0
 
     def append_events(self, events: Sequence[str]) -> None:
-        parsed = [json.loads(e) for e in events]
+        parsed = [parse_events(line.encode()) for line in events]
         with self._lock:
-            for event in parsed:
+            for found in parsed:
                 self._event_seq += 1
-                self._events.append((self._event_seq, event))
+                self._events.append((self._event_seq, found))
 
     def read_events(self, after: str = "", limit: int = 1000) -> tuple[list[dict[str, Any]], str]:
-        start = _sequence(after)
+        start, cursor = _sequence(after), after
+        page: list[dict[str, Any]] = []
         with self._lock:
-            found = [(n, e) for n, e in self._events if n > start][:limit]
-        if not found:
-            return [], after
-        return [dict(e) for _, e in found], str(found[-1][0])
+            for n, found in self._events:
+                if n <= start:
+                    continue
+                if len(page) >= limit or (page and len(page) + len(found) > limit):
+                    break  # a line's events are not split
+                page += map(dict, found)
+                cursor = str(n)
+        return page, cursor
 
 
 def _sequence(cursor: str) -> int:

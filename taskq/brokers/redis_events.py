@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .base import parse_event
+from .base import parse_events
 
 KEEP = 100_000  # events kept, about (at most about twice as many, see append_events)
 
@@ -60,13 +60,12 @@ class RedisEvents:
             for raw_id, fields in entries:
                 entry_id = raw_id.decode()
                 lines = fields.get(b"e", b"").split(b"\n")
-                first = skip if entry_id == entry else 0
-                taken = lines[first : first + limit - len(events)]
-                events += filter(None, map(parse_event, taken))
-                read = first + len(taken)
+                read = _take(lines, skip if entry_id == entry else 0, limit, events)
+                if read == 0:  # the page is full: on from the entry before
+                    return events, cursor
                 cursor = entry_id if read >= len(lines) else f"{entry_id}/{read}"
-                if len(events) >= limit:
-                    break
+                if read < len(lines):  # the page is full
+                    return events, cursor
             start = f"({entries[-1][0].decode()}"
         return events, cursor
 
@@ -76,3 +75,17 @@ class RedisEvents:
             lambda: self.client.xrange(stream, start, "+", count=100), after_writes=False
         )
         return entries
+
+
+def _take(lines: list[bytes], read: int, limit: int, into: list[dict[str, Any]]) -> int:
+    """Append the events of ``lines`` from index ``read`` while ``into`` holds fewer
+    than ``limit`` (a line's events are not split: a line that would pass ``limit``
+    waits for the next page, unless ``into`` is empty); the index of the first line
+    not read."""
+    while read < len(lines) and len(into) < limit:
+        found = parse_events(lines[read])
+        if into and len(into) + len(found) > limit:
+            break
+        into += found
+        read += 1
+    return read

@@ -598,6 +598,25 @@ def test_pages_of_events_cross_batches_and_a_cursor_waits_for_more(broker: Any) 
     assert [e["n"] for e in broker.read_events(cursor, limit=3)[0]] == [7]
 
 
+def test_a_run_stored_on_one_line_is_read_as_two_events_never_split(broker: Any) -> None:
+    run = {"event": "succeeded", "ts_us": 2_500_000, "runtime_us": 250_000, "started_us": 2_000_000}
+    broker.append_events(lines({"n": 0}, run | {"n": 1}, {"n": 2}))
+    broker.append_events(lines(run | {"n": 3}))
+
+    pages, cursors = [], [""]
+    for _ in range(5):
+        page, cursor = broker.read_events(cursors[-1], limit=2)
+        pages.append([(e.get("event"), e["n"]) for e in page])
+        cursors.append(cursor)
+
+    run1, run3 = [("started", 1), ("succeeded", 1)], [("started", 3), ("succeeded", 3)]
+    assert pages == [[(None, 0)], run1, [(None, 2)], run3, []]
+    # A page of one holds a run whole: the events of a line are never split.
+    assert len(broker.read_events(cursors[1], limit=1)[0]) == 2
+    started = {"event": "started", "ts": 2.0, "time_limit": None, "n": 1}
+    assert broker.read_events(limit=10)[0][1] == started
+
+
 def test_an_unknown_event_cursor_reads_from_the_oldest_kept(broker: Any) -> None:
     broker.append_events(lines({"n": 1}))
 

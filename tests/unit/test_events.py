@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from taskq.brokers.base import parse_events
 from taskq.brokers.file import FileBroker
 from taskq.brokers.memory import MemoryBroker
 from taskq.config import load_settings
@@ -34,7 +36,7 @@ class Sink:
     def append_events(self, events: Sequence[str]) -> None:
         if self.fail:
             raise OSError(28, "No space left on device")
-        self.batches.append([json.loads(e) for e in events])
+        self.batches.append([e for line in events for e in parse_events(line.encode())])
 
     def read_events(self, after: str = "", limit: int = 1000) -> tuple[list[dict[str, Any]], str]:
         raise NotImplementedError
@@ -66,12 +68,109 @@ def test_started_gives_the_time_limit_or_null_for_none() -> None:
     sink = Sink()
     recorder = Recorder(sink, "w1")
 
-    recorder.started(message(), 30.0)
-    recorder.started(message(retries=1), 0.0)
+    recorder.started(message(), 30.0, time.time())
+    recorder.flush()
+    recorder.started(message(retries=1), 0.0, time.time())
+    recorder.flush()
+
+    assert [(e["time_limit"], e["attempt"]) for [e] in sink.batches] == [(30.0, 1), (None, 2)]
+
+
+def test_a_short_run_is_one_line_that_readers_see_as_started_then_succeeded() -> None:
+    lines: list[str] = []
+
+    class Lines(Sink):
+        def append_events(self, events: Sequence[str]) -> None:
+            lines.extend(events)
+
+    recorder = Recorder(Lines(), "w1")
+    m = message(retries=2)
+    at = int(time.time()) - 0.75  # a second ago, in whole microseconds
+    recorder.started(m, 30.0, at)
+    recorder.settled(m, Outcome.SUCCEEDED, Ack(), None, 0.125)
+    recorder.flush()
+
+    [line] = lines
+    assert json.loads(line)["started_us"] == int(at * 1e6)
+    started, succeeded = parse_events(line.encode())
+    at_us = int(at * 1e6)
+    assert started == {"event": "started", "ts": at_us / 1e6, "time_limit": 30.0} | common(m)
+    assert succeeded["event"] == "succeeded" and succeeded["runtime"] == 0.125
+    assert succeeded["ts"] >= started["ts"] and succeeded.keys() - {"ts"} == {
+        "event",
+        "runtime",
+        *common(m),
+    }
+
+
+def common(m: Message) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "task": m.task,
+        "queue": m.queue,
+        "attempt": m.retries + 1,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "worker": "w1",
+    }
+
+
+def test_a_long_run_is_seen_started_by_the_flush_during_it_then_ends_on_its_own() -> None:
+    sink = Sink()
+    recorder = Recorder(sink, timer=True)
+    m = message()
+
+    recorder.started(m, 0.0, time.time())
+    deadline = time.monotonic() + 10
+    while not sink.batches and time.monotonic() < deadline:
+        time.sleep(0.01)  # the task runs: the flusher writes its start meanwhile
+    running = [e["event"] for e in sink.batches[0]] if sink.batches else []
+    recorder.settled(m, Outcome.SUCCEEDED, Ack(), None, 0.3)
+    recorder.flush()
+
+    assert running == ["started"]
+    assert [e["event"] for e in sink.batches[1]] == ["succeeded"]
+    assert sink.batches[1][0]["runtime"] == 0.3 and not recorder.pending
+
+
+def test_a_failed_run_writes_its_start_before_what_was_decided() -> None:
+    sink = Sink()
+    recorder = Recorder(sink)
+    m = message()
+
+    recorder.started(m, 0.0, time.time())
+    recorder.settled(m, Outcome.FAILED, RetryAt(time.time() + 2, 2.0), ValueError("boom"), 0.5)
+    recorder.flush()
+
+    assert [e["event"] for e in sink.batches[0]] == ["started", "retried"]
+
+
+def test_a_run_within_a_run_keeps_both_starts() -> None:
+    sink = Sink()
+    recorder = Recorder(sink)
+    outer, inner = message(), message()
+
+    recorder.started(outer, 0.0, time.time())
+    recorder.started(inner, 0.0, time.time())  # an eager call inside the outer task
+    recorder.settled(inner, Outcome.SUCCEEDED, Ack(), None, 0.1)
+    recorder.settled(outer, Outcome.SUCCEEDED, Ack(), None, 0.2)
     recorder.flush()
 
     [batch] = sink.batches
-    assert [(e["time_limit"], e["attempt"]) for e in batch] == [(30.0, 1), (None, 2)]
+    assert [(e["event"], e["id"]) for e in batch] == [
+        ("started", outer.id),
+        ("started", inner.id),
+        ("succeeded", inner.id),
+        ("succeeded", outer.id),
+    ]
+
+
+def test_a_line_of_the_older_layout_or_of_someone_else_is_read_as_written() -> None:
+    old = {"event": "started", "ts": 1.5, "time_limit": None, "id": "x"}
+
+    assert parse_events(json.dumps(old).encode()) == [old]
+    assert parse_events(b'{"ts_us": "soon"}') == [{"ts_us": "soon"}]
+    assert parse_events(b"[1, 2]") == [] and parse_events(b"{torn") == []
 
 
 def test_a_buffer_older_than_flush_every_is_written_by_the_next_event() -> None:
