@@ -1,12 +1,12 @@
 """Events: what happens to each message, as JSON objects in the broker's event log.
 
 A process records events into a buffer and appends it to the broker
-(``Events.append_events``) in one batch: when the buffer is older than
-``FLUSH_EVERY`` or holds ``BATCH`` events, when a worker child goes idle, at the
-supervisor's next round, and at exit. So a task pays for appending to a list,
-not for a write; a batch is formatted as it is flushed. Events are best effort: one
-that cannot be written is logged (once) and dropped; the message itself is never
-held up.
+(``Events.append_events``) in batches: a thread of its own does, ``FLUSH_EVERY``
+after the first event of a batch (or the process's loop: a worker child when it
+goes idle, the supervisor each round), and at exit. So a task pays for
+appending to a list, neither for a write nor for waiting on one; a batch is
+formatted as it is flushed. Events are best effort: one that cannot be written
+is logged (once) and dropped; the message itself is never held up.
 
 Every event has ``event``, ``ts`` (Unix time), ``id``, ``task``, ``queue``,
 ``attempt`` (1 for the first run), ``host`` and ``pid``; those of a worker have
@@ -37,7 +37,8 @@ from .policy import Dead, Outcome, RetryAt
 log = logging.getLogger("taskq.events")
 
 FLUSH_EVERY = 0.25  # seconds an event waits in a process's buffer at most (while it runs)
-BATCH = 500  # events appended in one write at most
+BATCH = 500  # lines appended in one write at most
+_MOST = 10 * BATCH  # events a process holds at most (its flusher fallen behind)
 _HOST = socket.gethostname()
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 _NUMBERS = (int, float)  # by type: a bool's repr is no JSON; these need no encoder
@@ -46,11 +47,13 @@ _NUMBERS = (int, float)  # by type: a bool's repr is no JSON; these need no enco
 class Recorder:
     """Buffers one process's events and appends them to ``sink`` in batches.
 
-    ``timer``: a buffer waiting ``FLUSH_EVERY`` is flushed by a thread of this
-    process (producers have no loop; a worker child's loop is held up while a long
-    task runs), one thread for the process's life, woken by the first event of each
-    batch. The supervisor calls ``flush`` from its loop instead: no thread runs
-    across its forks.
+    ``timer``: the buffer is flushed by a thread of this process ``FLUSH_EVERY``
+    after a batch's first event (producers have no loop; a worker child's loop is
+    held up while a long task runs), one thread for the process's life. It does
+    the writing, so the recording thread does not wait on it (a write to Redis
+    is a round trip), unless it falls ``_MOST`` events behind. Without one (the
+    supervisor, which calls ``flush`` from its loop: no thread runs across its
+    forks), the next event writes a buffer ``BATCH`` long or ``FLUSH_EVERY`` old.
 
     A worker's run is the hot path: ``started`` only notes the run, and its end
     (``settled``) buffers one entry for both events, written as one line
@@ -117,6 +120,9 @@ class Recorder:
             self._since = now
             if self._timer:
                 self._wake_flusher()
+        elif self._timer:  # the flusher writes: a task never waits for the write
+            if held >= _MOST:  # unless the flusher falls that far behind
+                self.flush()
         elif held >= BATCH or now - self._since >= FLUSH_EVERY:
             self.flush()
 
@@ -182,8 +188,10 @@ class Recorder:
                 self._running = None
         if not batch:
             return
+        lines = self._lines(batch)
         try:
-            self.sink.append_events(self._lines(batch))
+            for start in range(0, len(lines), BATCH):
+                self.sink.append_events(lines[start : start + BATCH])
         except (OSError, TaskqError) as exc:
             if not self._failing:
                 log.warning("Cannot write %d event(s), dropped: %s", len(batch), exc)

@@ -20,7 +20,7 @@ from taskq.brokers.file import FileBroker
 from taskq.brokers.memory import MemoryBroker
 from taskq.config import load_settings
 from taskq.errors import BrokerError, ConfigError
-from taskq.events import FLUSH_EVERY, Recorder
+from taskq.events import BATCH, FLUSH_EVERY, Recorder
 from taskq.message import Message, new_id
 from taskq.monitor import SETTLE, events
 from taskq.policy import Ack, Dead, Outcome, RetryAt
@@ -195,6 +195,26 @@ def test_a_producer_recorder_flushes_on_its_own_timer() -> None:
         time.sleep(0.01)
 
     assert [len(b) for b in sink.batches] == [1]
+
+
+def test_with_a_flusher_the_recording_thread_never_writes_and_batches_stay_bounded() -> None:
+    writers: list[tuple[int, int]] = []  # (thread, lines) of each write
+
+    class Noting(Sink):
+        def append_events(self, events: Sequence[str]) -> None:
+            writers.append((threading.get_ident(), len(events)))
+
+    recorder = Recorder(Noting(), timer=True)
+    for _ in range(BATCH + 100):
+        recorder.record("published", message())
+    written_while_recording = list(writers)
+    deadline = time.monotonic() + 10
+    while sum(n for _, n in writers) < BATCH + 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    assert written_while_recording == []
+    assert [n for _, n in writers] == [BATCH, 100]  # one flush, in appends of BATCH lines
+    assert threading.get_ident() not in {thread for thread, _ in writers}
 
 
 @pytest.mark.filterwarnings("ignore:This process.*fork:DeprecationWarning")  # Python 3.12+
