@@ -26,7 +26,7 @@ from typing import Any
 from .brokers.base import CLAIMED, DEAD, MESSAGE_STATES
 from .errors import MessageError
 from .keys import Keyring
-from .message import Message, envelope_from
+from .message import Message, envelope, envelope_from
 
 _SIG = ',"sig":"'
 _PLAIN = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=str)
@@ -129,12 +129,13 @@ def restored_state(state: str) -> str:
 
 
 def _envelope(message: Message) -> dict[str, Any]:
-    out = {}
-    for name in Message.__dataclass_fields__:
-        if name not in _SHOWN:
-            value = getattr(message, name)
-            out[name] = list(value) if isinstance(value, tuple) else value
-    return out
+    """The fields ``headers`` does not show, those at their default left out (as a
+    message's own header does: the import puts them back)."""
+    return {
+        name: list(value) if isinstance(value, tuple) else value
+        for name, value in envelope(message).items()
+        if name not in _SHOWN
+    }
 
 
 def _verifies(mac: bytes, body: bytes, key: Keyring) -> bool:

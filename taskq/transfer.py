@@ -16,7 +16,9 @@ is named. The first pass keeps what it verified in a temporary file
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import marshal
 import os
 import sqlite3
 import struct
@@ -54,23 +56,31 @@ class IdSet:
         self._db.execute("CREATE TABLE ids (id TEXT PRIMARY KEY) WITHOUT ROWID")
         self._db.execute("BEGIN")  # never committed: a scratch file, deleted on close
         self._batch: set[str] = set()
+        # The id last found absent, while nothing was added since: an export asks
+        # of each id twice in a row (its file's name, then its message).
+        self._absent: object = None
 
     def __contains__(self, task_id: object) -> bool:
         if task_id in self._batch:
             return True
         found = self._db.execute("SELECT 1 FROM ids WHERE id = ?", (task_id,))
-        return found.fetchone() is not None
+        if found.fetchone() is not None:
+            return True
+        self._absent = task_id
+        return False
 
     def add(self, task_id: str) -> bool:
         """Add an id; whether it was new."""
-        if task_id in self:
+        if task_id != self._absent and task_id in self:
             return False
+        self._absent = None
         self._batch.add(task_id)
         if len(self._batch) >= self._FLUSH_AT:
             self._flush()
         return True
 
     def update(self, ids: Iterable[str]) -> None:
+        self._absent = None
         self._db.executemany("INSERT OR IGNORE INTO ids VALUES (?)", ((i,) for i in ids))
 
     def _flush(self) -> None:
@@ -154,25 +164,35 @@ class Verified:
     the destination's key, in a private temporary file (memory stays flat). The
     import publishes from here, so nothing is parsed twice, and a file changed or a
     stream (stdin) read meanwhile changes nothing: what was checked is what goes in.
+
+    Each message's fields are kept as ``marshal`` gives them (they are JSON values:
+    the checked envelope's), so the import rebuilds it without parsing its header
+    or checking its signature again: the file is this process's own, unnamed.
     """
 
     def __init__(self) -> None:
         self._file = tempfile.TemporaryFile(prefix="taskq-import-")  # noqa: SIM115 - closed by close()
         self.count = 0
 
-    def add(self, data: bytes, state: str, record: Mapping[str, Any] | None) -> None:
+    def add(
+        self, message: Message, data: bytes, state: str, record: Mapping[str, Any] | None
+    ) -> None:
+        fields = marshal.dumps(tuple(map(message.__getattribute__, _FIELDS)))
         meta = b"" if record is None else json.dumps(record).encode()
-        self._file.write(_SPOOLED.pack(_STATE_CODES[state], len(meta), len(data)) + meta + data)
+        head = _SPOOLED.pack(_STATE_CODES[state], len(fields), len(meta), len(data))
+        self._file.write(b"".join((head, fields, meta, data)))
         self.count += 1
 
-    def __iter__(self) -> Iterator[tuple[bytes, str, Mapping[str, Any] | None]]:
-        """(signed message, state, record) of each message, in the file's order."""
+    def __iter__(self) -> Iterator[tuple[Message, bytes, str, Mapping[str, Any] | None]]:
+        """(message, its signed bytes, state, record) of each, in the file's order."""
         self._file.seek(0)
         read = self._file.read
         while head := read(_SPOOLED.size):
-            code, meta_size, data_size = _SPOOLED.unpack(head)
+            code, fields_size, meta_size, data_size = _SPOOLED.unpack(head)
+            message = Message(*marshal.loads(read(fields_size)))
             meta = read(meta_size)
-            yield read(data_size), MESSAGE_STATES[code], json.loads(meta) if meta else None
+            record = json.loads(meta) if meta else None
+            yield message, read(data_size), MESSAGE_STATES[code], record
 
     def close(self) -> None:
         self._file.close()
@@ -184,7 +204,9 @@ class Verified:
         self.close()
 
 
-_SPOOLED = struct.Struct("<BII")  # a spooled message: its state, record and data sizes
+# A spooled message: its state; the sizes of its fields, record and signed bytes.
+_SPOOLED = struct.Struct("<BIII")
+_FIELDS = tuple(f.name for f in dataclasses.fields(Message))
 _STATE_CODES = {state: code for code, state in enumerate(MESSAGE_STATES)}
 
 
@@ -203,7 +225,8 @@ def verify(
                 line = from_line(text, source_key)
             except MessageError as exc:
                 raise TaskqError(f"{where}, line {number}: {exc}; nothing was imported") from None
-            verified.add(encode(line.message, line.payload, key), line.state, line.record)
+            message = line.message
+            verified.add(message, encode(message, line.payload, key), line.state, line.record)
             tick(1)
     except BaseException:
         verified.close()
@@ -234,8 +257,7 @@ def import_(
         held = stack.enter_context(IdSet())
         held.update(broker.message_ids())
         place = stack.enter_context(_Placer(broker))
-        for data, state, record in source:
-            message, _ = decode(data, key)
+        for message, data, state, record in source:
             if held.add(message.id):
                 place(message, data, state, record)
                 summary.states[state] += 1

@@ -224,6 +224,10 @@ def test_id_set_remembers_ids_in_a_file_it_deletes(tmp_path: Path) -> None:
         assert ids.add("a") and not ids.add("a")
         ids.update(["b", "c"])
         assert "b" in ids and "z" not in ids
+        assert ids.add("z") and "z" in ids and not ids.add("z")  # asked of, then added
+        assert "y" not in ids
+        ids.update(["y"])
+        assert not ids.add("y")  # found absent, then added by update: not new any more
         path = Path(ids._path)
         assert path.exists()
     assert not path.exists()
