@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import io
@@ -26,14 +27,17 @@ from typing import Any
 from .brokers.base import CLAIMED, DEAD, MESSAGE_STATES
 from .errors import MessageError
 from .keys import Keyring
-from .message import Message, envelope, envelope_from
+from .message import Message, envelope_from
 
 _SIG = ',"sig":"'
 _PLAIN = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=str)
 # Envelope fields a line shows under ``headers`` (by the names users know).
 _HEADERS = {"created": "timestamp", "priority": "priority", "eta": "eta", "expires": "expires"}
 _HEADERS |= {"retries": "retries", "queue": "queue"}
-_SHOWN = {"id", "task", *_HEADERS}
+# The fields a line's ``envelope`` holds (those not shown elsewhere), and the
+# defaults of those ``headers`` shows.
+_ENVELOPE = frozenset(f.name for f in dataclasses.fields(Message)) - {"id", "task", *_HEADERS}
+_DEFAULT = {f.name: f.default for f in dataclasses.fields(Message) if f.name in _HEADERS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,20 +51,25 @@ class Line:
 
 
 def to_line(
-    message: Message, payload: bytes, state: str, record: Mapping[str, Any] | None, key: Keyring
+    header: Mapping[str, Any],
+    payload: bytes,
+    state: str,
+    record: Mapping[str, Any] | None,
+    key: Keyring,
 ) -> str:
-    """The signed JSON line of one message."""
-    headers: dict[str, Any] = {h: getattr(message, f) for f, h in _HEADERS.items()}
+    """The signed JSON line of one message, from its checked header (the fields not
+    at their default, as ``message.envelope`` gives them and a message file holds)."""
+    headers = {shown: header.get(name, _DEFAULT[name]) for name, shown in _HEADERS.items()}
     headers["state"] = state
     if state == DEAD:
         headers["dead"] = json.loads(_PLAIN.encode(dict(record or {})))
     args, kwargs = _as_json(payload)
     fields = {
-        "id": message.id,
-        "type": message.task,
+        "id": header["id"],
+        "type": header["task"],
         "payload": {"args": args, "kwargs": kwargs, "data": base64.b64encode(payload).decode()},
         "headers": headers,
-        "envelope": _envelope(message),
+        "envelope": {k: v for k, v in header.items() if k in _ENVELOPE},
     }
     text = _PLAIN.encode(fields)
     mac = hmac.digest(key.signing_key(), text.encode(), hashlib.sha256)
@@ -126,16 +135,6 @@ def _rebuild(fields: dict[str, Any]) -> Line:
 def restored_state(state: str) -> str:
     """The state a message goes back into: a claim is not a consumer's any more."""
     return "ready" if state == CLAIMED else state
-
-
-def _envelope(message: Message) -> dict[str, Any]:
-    """The fields ``headers`` does not show, those at their default left out (as a
-    message's own header does: the import puts them back)."""
-    return {
-        name: list(value) if isinstance(value, tuple) else value
-        for name, value in envelope(message).items()
-        if name not in _SHOWN
-    }
 
 
 def _verifies(mac: bytes, body: bytes, key: Keyring) -> bool:

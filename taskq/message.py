@@ -388,12 +388,20 @@ def decode(data: bytes, key: Keyring) -> tuple[Message, bytes]:
     return envelope_from(header), payload
 
 
-def envelope_from(header: Mapping[str, Any]) -> Message:
-    """The message an envelope (a parsed header) describes, each field's type checked."""
+def check_envelope(header: Mapping[str, Any]) -> None:
+    """``MessageError`` unless ``header`` describes a message: each field's type
+    checked, ``id`` and ``task`` there."""
     for name, value in header.items():
         check = _CHECKS.get(name)
         if check is not None and not check[0](value):
             raise MessageError(f"envelope field {name!r} must be {check[1]}, got {value!r:.80}")
+    if "id" not in header or "task" not in header:
+        raise MessageError("envelope is missing fields: id and task are required")
+
+
+def envelope_from(header: Mapping[str, Any]) -> Message:
+    """The message an envelope (a parsed header) describes, each field's type checked."""
+    check_envelope(header)
     try:
         known = {k: v for k, v in header.items() if k in _FIELDS}
         known["attempts"] = tuple(known.get("attempts", ()))

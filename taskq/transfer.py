@@ -32,7 +32,7 @@ from .backup_lines import from_line, restored_state, to_line
 from .brokers.base import DEAD, MESSAGE_STATES, Broker, Stored
 from .errors import MessageError, TaskqError
 from .keys import Keyring
-from .message import Message, decode, encode
+from .message import Message, check_envelope, encode, envelope_from, unseal
 
 Tick = Callable[[int], object]
 _BATCH = 500  # messages published (and, when migrating, removed) per step
@@ -127,17 +127,19 @@ class Summary:
 
 def exported(
     broker: Broker, key: Keyring, queues: Collection[str] | None, summary: Summary
-) -> Iterator[tuple[Stored, Message, bytes]]:
-    """Each message of ``broker`` once, verified, with its pickled call."""
+) -> Iterator[tuple[Stored, dict[str, Any], bytes]]:
+    """Each message of ``broker`` once, verified: its header (checked as a worker
+    checks it, see ``message.check_envelope``) and its pickled call."""
     with IdSet() as seen:
         for stored in broker.export_messages(queues, seen.__contains__):
             try:
-                message, payload = decode(stored.data, key)
+                header, payload = unseal(stored.data, key)
+                check_envelope(header)
             except MessageError:
                 summary.unverified += 1  # a bad-signature dead letter: never exported
                 continue
-            if seen.add(message.id):
-                yield stored, message, payload
+            if seen.add(header["id"]):
+                yield stored, header, payload
 
 
 def export(
@@ -149,8 +151,8 @@ def export(
 ) -> Summary:
     """Write every message of ``broker`` (of ``queues``) to ``out``, a signed line each."""
     summary = Summary()
-    for stored, message, payload in exported(broker, key, queues, summary):
-        out.write(to_line(message, payload, stored.state, stored.record, key) + "\n")
+    for stored, header, payload in exported(broker, key, queues, summary):
+        out.write(to_line(header, payload, stored.state, stored.record, key) + "\n")
         summary.states[stored.state] += 1
         tick(1)
     return summary
@@ -333,7 +335,8 @@ def migrate(
 
     with IdSet() as held, _Placer(destination, after=release) as place:
         held.update(destination.message_ids())
-        for stored, message, payload in exported(source, source_key, None, summary):
+        for stored, header, payload in exported(source, source_key, None, summary):
+            message = envelope_from(header)
             if held.add(message.id):
                 pending.append(stored)
                 data = encode(message, payload, destination_key)

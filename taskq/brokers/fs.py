@@ -39,11 +39,11 @@ def read_file(path: str, limit: int = 1 << 26) -> bytes | None:
     Raises ``UnsafeEntry`` for anything else (a folder, FIFO, device, socket,
     symbolic link) and for a file over ``limit`` bytes, without reading it.
     """
-    fd = _open_regular(path)
-    if fd is None:
+    opened = _open_regular(path)
+    if opened is None:
         return None
+    fd, size = opened
     try:
-        size = os.fstat(fd).st_size
         if size > limit:
             raise UnsafeEntry(f"{path} holds {size} bytes, more than the {limit} expected")
         return _read_upto(fd, size)
@@ -57,11 +57,11 @@ def read_signed(path: str) -> bytes | None:
     Like ``read_file``; the length in the prefix bounds the read, so a file far
     longer than it claims costs nothing (``message.unseal`` then judges it).
     """
-    fd = _open_regular(path)
-    if fd is None:
+    opened = _open_regular(path)
+    if opened is None:
         return None
+    fd, size = opened
     try:
-        size = os.fstat(fd).st_size
         if size <= _SMALL:
             return _read_upto(fd, size)
         prefix = _read_upto(fd, _SIGNED_PREFIX)
@@ -73,7 +73,8 @@ def read_signed(path: str) -> bytes | None:
         os.close(fd)
 
 
-def _open_regular(path: str) -> int | None:
+def _open_regular(path: str) -> tuple[int, int] | None:
+    """The file at ``path`` opened for reading, and its size; None if it is gone."""
     try:
         fd = os.open(path, _OPEN_READ)
     except FileNotFoundError:
@@ -84,12 +85,12 @@ def _open_regular(path: str) -> int | None:
         if exc.errno == errno.ENXIO:  # a socket (or a FIFO with no writer on some systems)
             raise UnsafeEntry(f"{path} is not a regular file") from None
         raise
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
         raise UnsafeEntry(f"{path} is {kind}, not a regular file: not read")
-    return fd
+    return fd, st.st_size
 
 
 def _read_upto(fd: int, size: int) -> bytes:

@@ -546,7 +546,7 @@ def test_export_while_a_consumer_claims_yields_every_message_exactly_once(broker
     racer.start()
     started.wait(5)
     try:
-        listed = [message.id for _, message, _ in exported(broker, KEY, None, Summary())]
+        listed = [header["id"] for _, header, _ in exported(broker, KEY, None, Summary())]
     finally:
         racer.join(30)
     # Claimed, never acked: every message is in the broker throughout.

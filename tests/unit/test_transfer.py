@@ -18,7 +18,7 @@ from taskq.brokers.base import Delivery
 from taskq.brokers.memory import MemoryBroker
 from taskq.errors import MessageError, TaskqError
 from taskq.keys import Keyring
-from taskq.message import Message, decode, dump_call, encode, new_id
+from taskq.message import Message, decode, dump_call, encode, envelope, new_id
 from taskq.progress import progress
 
 KEY = Keyring(b"s" * 32)
@@ -47,8 +47,8 @@ def test_a_line_shows_json_arguments_and_keeps_the_exact_bytes() -> None:
     message = Message(id="m1", task="t.add", created=5.0, retries=2, eta=9.0, max_retries=7)
     payload = dump_call("t.add", (1, "two"), {"n": [3]})
 
-    line = from_line(to_line(message, payload, "scheduled", None, KEY), KEY)
-    shown = json.loads(to_line(message, payload, "scheduled", None, KEY))
+    line = from_line(to_line(envelope(message), payload, "scheduled", None, KEY), KEY)
+    shown = json.loads(to_line(envelope(message), payload, "scheduled", None, KEY))
 
     assert shown["payload"]["args"] == [1, "two"] and shown["payload"]["kwargs"] == {"n": [3]}
     assert shown["headers"] == {
@@ -66,7 +66,7 @@ def test_a_line_shows_json_arguments_and_keeps_the_exact_bytes() -> None:
 def test_arguments_that_are_not_plain_json_show_as_null_and_load_no_code() -> None:
     message = Message(id="m1", task="t", created=1.0)
     for args in ((Path("/x"),), ((1, 2),), (lambda: 1,)):
-        shown = json.loads(to_line(message, dump_call("t", args, {}), "ready", None, KEY))
+        shown = json.loads(to_line(envelope(message), dump_call("t", args, {}), "ready", None, KEY))
         assert shown["payload"]["args"] is None and shown["payload"]["data"]
 
 
@@ -82,7 +82,7 @@ def test_arguments_that_are_not_plain_json_show_as_null_and_load_no_code() -> No
 )
 def test_a_changed_line_is_refused_saying_why(change: object, reason: str) -> None:
     message = Message(id="m", task="t", created=1.0)
-    text = to_line(message, dump_call("t", (1,), {}), "ready", None, KEY)
+    text = to_line(envelope(message), dump_call("t", (1,), {}), "ready", None, KEY)
     assert from_line(text, KEY).message == message
 
     with pytest.raises(MessageError, match=reason):
@@ -90,7 +90,7 @@ def test_a_changed_line_is_refused_saying_why(change: object, reason: str) -> No
 
 
 def test_a_line_signed_with_another_key_is_refused() -> None:
-    text = to_line(Message(id="m", task="t", created=1.0), b"p", "ready", None, OTHER)
+    text = to_line(envelope(Message(id="m", task="t", created=1.0)), b"p", "ready", None, OTHER)
 
     with pytest.raises(MessageError, match="another key"):
         from_line(text, KEY)
