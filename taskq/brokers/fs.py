@@ -336,3 +336,10 @@ def removal_steps(
                         os.unlink(entry.path)
                         removed = True
             yield removed
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, where the OS tells)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

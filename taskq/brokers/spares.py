@@ -40,8 +40,13 @@ class SparePool:
     def take(self, folder: str, data: bytes, sync: bool) -> str | None:
         """Move a spare into ``folder`` under a new random name and rewrite it with
         ``data``; its path, or None if no spare is left."""
-        while self._names or self._relist():
-            name = self._names.pop()
+        while True:
+            try:
+                name = self._names.pop()  # atomic: two publishing threads may share the pool
+            except IndexError:
+                if self._relist():
+                    continue
+                return None
             target = f"{folder}/{new_id()}"
             try:
                 os.rename(f"{self._path}/{name}", target)
@@ -65,7 +70,6 @@ class SparePool:
             finally:
                 os.close(fd)
             return target
-        return None
 
     def _relist(self) -> bool:
         now = time.monotonic()

@@ -269,6 +269,30 @@ def test_publish_on_a_full_disk_raises_and_leaves_nothing(
     assert consumer.claim(timeout=0.1) is None
 
 
+def test_a_batch_placed_by_two_threads_says_exactly_what_a_full_disk_let_in(
+    broker: FileBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = [make_message(created=1000.0 + i) for i in range(200)]
+    doomed = batch[150].name
+    real_link_new = file_module.link_new
+
+    def full_at_150(folder: str, target: str, *args: Any) -> bool:
+        if target.endswith(doomed):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_link_new(folder, target, *args)
+
+    monkeypatch.setattr(file_module, "usable_cores", lambda: 2)
+    monkeypatch.setattr(file_module, "link_new", full_at_150)
+    with pytest.raises(DiskFull, match=r"for message 151; the 150 before it were enqueued") as e:
+        broker.publish_many((m, b"data") for m in batch)
+
+    ready = set(listing(broker, "ready"))
+    assert {m.name for m in batch[:150]} <= ready  # every one before it, as a loop would
+    assert doomed not in ready
+    past = len(ready) - 150  # the other thread may have gone a little further
+    assert (f"and {past} after it" in str(e.value)) == (past > 0)
+
+
 def test_a_half_rewritten_spare_on_a_full_disk_is_dropped(
     broker: FileBroker, open_consumer: OpenConsumer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
