@@ -9,94 +9,28 @@ kept in a temporary SQLite file, not in a Python set.
 
 Import checks the whole file before it changes anything: every line must
 verify (see ``backup_lines``), or nothing is imported and the first bad line
-is named. The first pass keeps what it verified in a temporary file
-(``Verified``), and the second publishes from there.
+is named. The first pass (``transfer_check``) keeps what it verified in a
+temporary file (``Verified``), and the second publishes from there.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
-import marshal
-import os
-import sqlite3
-import struct
-import tempfile
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .backup_lines import from_line, restored_state, to_line
+from .backup_lines import restored_state, to_line
 from .brokers.base import DEAD, MESSAGE_STATES, Broker, Stored
 from .errors import MessageError, TaskqError
+from .idset import IdSet
 from .keys import Keyring
 from .message import Message, check_envelope, encode, envelope_from, unseal
+from .transfer_check import Verified, verify
 
 Tick = Callable[[int], object]
 _BATCH = 500  # messages published (and, when migrating, removed) per step
-
-
-class IdSet:
-    """A set of message ids in a temporary SQLite file: memory does not grow with it.
-
-    New ids wait in a small in-memory batch and go to the file together (one
-    statement a row costs more than the rest of an export's work on a message).
-    """
-
-    _FLUSH_AT = 1000
-
-    def __init__(self) -> None:
-        fd, self._path = tempfile.mkstemp(prefix="taskq-ids-", suffix=".sqlite")
-        os.close(fd)
-        self._db = sqlite3.connect(self._path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=OFF")
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute("CREATE TABLE ids (id TEXT PRIMARY KEY) WITHOUT ROWID")
-        self._db.execute("BEGIN")  # never committed: a scratch file, deleted on close
-        self._batch: set[str] = set()
-        # The id last found absent, while nothing was added since: an export asks
-        # of each id twice in a row (its file's name, then its message).
-        self._absent: object = None
-
-    def __contains__(self, task_id: object) -> bool:
-        if task_id in self._batch:
-            return True
-        found = self._db.execute("SELECT 1 FROM ids WHERE id = ?", (task_id,))
-        if found.fetchone() is not None:
-            return True
-        self._absent = task_id
-        return False
-
-    def add(self, task_id: str) -> bool:
-        """Add an id; whether it was new."""
-        if task_id != self._absent and task_id in self:
-            return False
-        self._absent = None
-        self._batch.add(task_id)
-        if len(self._batch) >= self._FLUSH_AT:
-            self._flush()
-        return True
-
-    def update(self, ids: Iterable[str]) -> None:
-        self._absent = None
-        self._db.executemany("INSERT OR IGNORE INTO ids VALUES (?)", ((i,) for i in ids))
-
-    def _flush(self) -> None:
-        self._db.executemany("INSERT OR IGNORE INTO ids VALUES (?)", ((i,) for i in self._batch))
-        self._batch.clear()
-
-    def close(self) -> None:
-        self._db.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path)
-
-    def __enter__(self) -> IdSet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @dataclass
@@ -161,79 +95,22 @@ def export(
 # -- import -------------------------------------------------------------------------
 
 
-class Verified:
-    """An export's messages, each line verified and its message signed again with
-    the destination's key, in a private temporary file (memory stays flat). The
-    import publishes from here, so nothing is parsed twice, and a file changed or a
-    stream (stdin) read meanwhile changes nothing: what was checked is what goes in.
-
-    Each message's fields are kept as ``marshal`` gives them (they are JSON values:
-    the checked envelope's), so the import rebuilds it without parsing its header
-    or checking its signature again: the file is this process's own, unnamed.
-    """
-
-    def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile(prefix="taskq-import-")  # noqa: SIM115 - closed by close()
-        self.count = 0
-
-    def add(
-        self, message: Message, data: bytes, state: str, record: Mapping[str, Any] | None
-    ) -> None:
-        fields = marshal.dumps(tuple(map(message.__getattribute__, _FIELDS)))
-        meta = b"" if record is None else json.dumps(record).encode()
-        head = _SPOOLED.pack(_STATE_CODES[state], len(fields), len(meta), len(data))
-        self._file.write(b"".join((head, fields, meta, data)))
-        self.count += 1
-
-    def __iter__(self) -> Iterator[tuple[Message, bytes, str, Mapping[str, Any] | None]]:
-        """(message, its signed bytes, state, record) of each, in the file's order."""
-        self._file.seek(0)
-        read = self._file.read
-        while head := read(_SPOOLED.size):
-            code, fields_size, meta_size, data_size = _SPOOLED.unpack(head)
-            message = Message(*marshal.loads(read(fields_size)))
-            meta = read(meta_size)
-            record = json.loads(meta) if meta else None
-            yield message, read(data_size), MESSAGE_STATES[code], record
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> Verified:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-# A spooled message: its state; the sizes of its fields, record and signed bytes.
-_SPOOLED = struct.Struct("<BIII")
-_FIELDS = tuple(f.name for f in dataclasses.fields(Message))
-_STATE_CODES = {state: code for code, state in enumerate(MESSAGE_STATES)}
-
-
-def verify(
-    source: IO[str], source_key: Keyring, key: Keyring, where: str, tick: Tick = lambda n: None
+def check(
+    broker: Broker,
+    key: Keyring,
+    source: IO[str],
+    *,
+    source_key: Keyring | None = None,
+    where: str = "<stdin>",
+    tick: Tick = lambda n: None,
 ) -> Verified:
-    """The first pass: every line of ``source`` verified with ``source_key`` (the
-    exporting broker's), its message signed with ``key`` (the destination's) into a
-    ``Verified`` spool. ``TaskqError`` naming the first bad line, and nothing kept."""
-    verified = Verified()
-    try:
-        for number, text in enumerate(source, 1):
-            if not text.strip():
-                continue
-            try:
-                line = from_line(text, source_key)
-            except MessageError as exc:
-                raise TaskqError(f"{where}, line {number}: {exc}; nothing was imported") from None
-            message = line.message
-            verified.add(message, encode(message, line.payload, key), line.state, line.record)
-            tick(1)
-    except BaseException:
-        verified.close()
-        raise
-    return verified
+    """The first pass of an import into ``broker``: every line of ``source`` verified
+    with ``source_key`` (the exporting broker's key; ``key`` if None) and signed with
+    ``key``, but for ids ``broker`` holds already, in any state, or met earlier in
+    the file (counted as ``skipped``): importing twice adds nothing."""
+    with IdSet() as held:
+        held.update(broker.message_ids())
+        return verify(source, source_key or key, key, where, tick, skip=held)
 
 
 def import_(
@@ -247,24 +124,18 @@ def import_(
 ) -> Summary:
     """Put the messages of an export into ``broker``, signed with ``key``.
 
-    ``source_key`` verifies the lines (the exporting broker's key; ``key`` if
-    None). Every line is checked before anything is imported (``source`` may be
-    what ``verify`` made of it already). Ids ``broker`` holds already, in any
-    state, are skipped: importing twice adds nothing.
+    Every line is checked (``check``) before anything is imported; ``source`` may be
+    what ``check`` made of it already for this broker.
     """
     with contextlib.ExitStack() as stack:
         if not isinstance(source, Verified):
-            source = stack.enter_context(verify(source, source_key or key, key, where))
-        summary = Summary()
-        held = stack.enter_context(IdSet())
-        held.update(broker.message_ids())
+            source = check(broker, key, source, source_key=source_key, where=where)
+        stack.enter_context(source)
+        summary = Summary(skipped=source.skipped)
         place = stack.enter_context(_Placer(broker))
         for message, data, state, record in source:
-            if held.add(message.id):
-                place(message, data, state, record)
-                summary.states[state] += 1
-            else:
-                summary.skipped += 1
+            place(message, data, state, record)
+            summary.states[state] += 1
             tick(1)
     return summary
 

@@ -14,7 +14,7 @@ from .config import Settings
 from .errors import TaskqError
 from .keys import Keyring
 from .progress import progress
-from .transfer import Summary, export, import_, migrate, verify
+from .transfer import Summary, check, export, import_, migrate
 
 
 def export_to(
@@ -73,7 +73,7 @@ def import_from(
             where = path
         with progress("check", None) as tick:
             verified = stack.enter_context(
-                verify(source, source_key or app.key, app.key, where, tick)
+                check(app.broker, app.key, source, source_key=source_key, where=where, tick=tick)
             )
         with progress("import", verified.count) as tick:
             return import_(app.broker, app.key, verified, tick=tick)

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from taskq import transfer
+from taskq import transfer, transfer_check
 from taskq.backup_lines import from_line, to_line
 from taskq.brokers.base import Delivery
 from taskq.brokers.memory import MemoryBroker
 from taskq.errors import MessageError, TaskqError
+from taskq.idset import IdSet
 from taskq.keys import Keyring
 from taskq.message import Message, decode, dump_call, encode, envelope, new_id
 from taskq.progress import progress
@@ -150,11 +151,46 @@ def test_a_bad_line_anywhere_names_its_number_and_imports_nothing() -> None:
     assert list(target.message_ids()) == []
 
 
+@pytest.fixture
+def checked_in_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file of a few hundred lines checked by a pool of processes, 50 lines a chunk."""
+    monkeypatch.setattr(transfer_check, "_CHUNK", 50)
+    monkeypatch.setattr(transfer_check, "usable_cores", lambda: 2)
+
+
+@pytest.mark.usefixtures("checked_in_processes")
+def test_a_long_file_checked_in_processes_is_imported_whole_and_in_order() -> None:
+    source, target = MemoryBroker("src7"), MemoryBroker("dst7")
+    ids = [put(source, n).id for n in range(420)]
+    backup = exported(source)
+
+    summary = transfer.import_(target, OTHER, io.StringIO(backup + backup), source_key=KEY)
+
+    assert (summary.states["ready"], summary.skipped) == (420, 420)
+    consumer = target.open_consumer(["default"], "after")
+    got = [decode(d.data, OTHER)[0].id for d in iter(lambda: consumer.claim(0.01), None)]
+    assert got == ids
+
+
+@pytest.mark.usefixtures("checked_in_processes")
+def test_a_tampered_line_deep_in_a_long_file_is_named_and_nothing_is_imported() -> None:
+    source, target = MemoryBroker("src8"), MemoryBroker("dst8")
+    for n in range(420):
+        put(source, n)
+    rows = exported(source).splitlines()
+    rows[336] = rows[336].replace('"retries":0', '"retries":9')
+
+    with pytest.raises(TaskqError, match=r"backup.jsonl, line 337: signature does not match"):
+        transfer.import_(target, KEY, io.StringIO("\n".join(rows)), where="backup.jsonl")
+
+    assert list(target.message_ids()) == []
+
+
 def test_the_import_publishes_what_was_verified_even_if_the_file_changes_after() -> None:
     source, target = MemoryBroker("src5"), MemoryBroker("dst5")
     ids = [put(source, n).id for n in range(3)]
     backup = io.StringIO(exported(source))
-    verified = transfer.verify(backup, KEY, OTHER, "backup.jsonl")
+    verified = transfer_check.verify(backup, KEY, OTHER, "backup.jsonl")
     backup.seek(0)
     backup.truncate()
     backup.write("changed after the check\n")
@@ -220,7 +256,7 @@ def test_migrate_refuses_while_a_worker_is_live_on_the_source() -> None:
 
 
 def test_id_set_remembers_ids_in_a_file_it_deletes(tmp_path: Path) -> None:
-    with transfer.IdSet() as ids:
+    with IdSet() as ids:
         assert ids.add("a") and not ids.add("a")
         ids.update(["b", "c"])
         assert "b" in ids and "z" not in ids
