@@ -260,10 +260,8 @@ class FileBroker(FileEvents, FileAdmin, FileTransfer, FileSchedule, FileRates, F
             published[0] += len(batch)
             return
         first, exc = min(failed, key=lambda f: f[0])
-        # Lane k placed indices k .. k + (placed - 1) * lanes: those past ``first``.
-        past = sum(max(0, n - (first - k + lanes - 1) // lanes) for k, n in enumerate(placed))
         published[0] += first
-        published[1] += past
+        published[1] += sum(placed) - first  # all before ``first`` are among them
         raise exc
 
     # -- consuming and settling ----------------------------------------------
