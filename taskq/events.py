@@ -4,8 +4,8 @@ A process records events into a buffer and appends it to the broker
 (``Events.append_events``) in batches: a thread of its own does, ``FLUSH_EVERY``
 after the first event of a batch (or the process's loop: a worker child when it
 goes idle, the supervisor each round), and at exit. So a task pays for
-appending to a list, neither for a write nor for waiting on one; a batch is
-formatted as it is flushed. Events are best effort: one that cannot be written
+formatting its line and appending it to a list, neither for a write nor for
+waiting on one. Events are best effort: one that cannot be written
 is logged (once) and dropped; the message itself is never held up.
 
 Every event has ``event``, ``ts`` (Unix time), ``id``, ``task``, ``queue``,
@@ -39,6 +39,7 @@ log = logging.getLogger("taskq.events")
 FLUSH_EVERY = 0.25  # seconds an event waits in a process's buffer at most (while it runs)
 BATCH = 500  # lines appended in one write at most
 _MOST = 10 * BATCH  # events a process holds at most (its flusher fallen behind)
+_QUOTED_MOST = 1000  # task and queue names kept quoted (a producer may make up names)
 _HOST = socket.gethostname()
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 _NUMBERS = (int, float)  # by type: a bool's repr is no JSON; these need no encoder
@@ -55,31 +56,44 @@ class Recorder:
     supervisor, which calls ``flush`` from its loop: no thread runs across its
     forks), the next event writes a buffer ``BATCH`` long or ``FLUSH_EVERY`` old.
 
+    An event is formatted into its JSON line as it is recorded: the buffer holds
+    strings, which the garbage collector does not visit, and no message outlives
+    its run. Times are whole microseconds (see ``brokers.base.parse_events``).
     A worker's run is the hot path: ``started`` only notes the run, and its end
-    (``settled``) buffers one entry for both events, written as one line
-    (``brokers.base.parse_events`` gives readers the two). A flush while the run
-    goes on writes its ``started`` then, so a long task is seen running.
+    (``settled``) buffers one line for both events (``parse_events`` gives
+    readers the two). A flush while the run goes on writes its ``started``
+    then, so a long task is seen running.
     """
 
     def __init__(self, sink: Events, worker: str = "", *, timer: bool = False) -> None:
         self.sink = sink
-        self.worker = worker
         self._timer = timer
-        # (event, ts, its own fields, message): formatted into lines when flushed, so
-        # a task pays for an append, and a batch is formatted at once. The fields are
-        # encoded already (a str), or the numbers of a hot event (see ``_lines``).
-        self._buffer: list[tuple[str | int, float, Any, Message]] = []
+        self._pid = os.getpid()
+        self.worker = worker
+        self._buffer: list[str] = []
         # The run started in this process, its ``started`` not buffered yet:
         # (message, when, time limit). Read and cleared under the lock.
         self._running: tuple[Message, float, float] | None = None
         self._since = 0.0
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._quoted: dict[str, str] = {}
         self._failing = False
         self._wake: threading.Event | None = None  # the flusher's, in process _flusher_pid
         self._flusher_pid = 0
         if timer:
             atexit.register(self.flush)
+
+    @property
+    def worker(self) -> str:
+        """The supervisor's name, in each event of its worker processes."""
+        return self._worker
+
+    @worker.setter
+    def worker(self, name: str) -> None:
+        self._worker = name
+        worker = f',"worker":{_quote(name)}' if name else ""
+        # What each event ends with: the same in every line of this process.
+        self._ours = f'"host":{_quote(_HOST)},"pid":{self._pid:d}{worker}}}'
 
     @property
     def pending(self) -> bool:
@@ -90,7 +104,12 @@ class Recorder:
         ts = fields.pop("ts", None)
         extra = _members(fields) if fields else ""
         now = time.time()
-        self._add((event, now if ts is None else float(ts), extra, message), now)
+        at = now if ts is None else float(ts)
+        line = f'{{"event":"{event}","ts_us":{int(at * 1e6)},{extra}{self._common(message)}'
+        with self._lock:
+            self._buffer.append(line)
+            held = len(self._buffer)
+        self._held(held, now)
 
     def started(self, message: Message, time_limit: float, at: float) -> None:
         """``message`` started running at ``at``: buffered with the run's end, or
@@ -99,7 +118,7 @@ class Recorder:
             with self._lock:
                 outer, self._running = self._running, None
                 if outer is not None:
-                    self._buffer.append((_STARTED, outer[1], outer[2], outer[0]))
+                    self._buffer.append(self._started(*outer))
                 held = len(self._buffer)
             self._held(held, at)
         self._running = (message, at, time_limit)
@@ -108,14 +127,31 @@ class Recorder:
             if self._timer:
                 self._wake_flusher()
 
-    def _add(self, entry: tuple[str | int, float, Any, Message], now: float) -> None:
-        with self._lock:
-            self._buffer.append(entry)
-            held = len(self._buffer)
-        self._held(held, now)
+    def _started(self, message: Message, at: float, time_limit: float) -> str:
+        limit = _limit(time_limit) if time_limit else "null"
+        return (
+            f'{{"event":"started","ts_us":{int(at * 1e6)},"time_limit":{limit},'
+            f"{self._common(message)}"
+        )
+
+    def _common(self, message: Message) -> str:
+        """What every event of ``message`` has, closing the line's object."""
+        quoted = self._quoted
+        task = quoted.get(message.task) or self._quote(message.task)
+        queue = quoted.get(message.queue) or self._quote(message.queue)
+        return (
+            f'"id":{_quote(message.id)},"task":{task},"queue":{queue},'
+            f'"attempt":{message.retries + 1},{self._ours}'
+        )
+
+    def _quote(self, name: str) -> str:
+        if len(self._quoted) >= _QUOTED_MOST:
+            self._quoted.clear()
+        quoted = self._quoted[name] = _quote(name)
+        return quoted
 
     def _held(self, held: int, now: float) -> None:
-        """After an entry is buffered: begin a batch, or write a full or old one."""
+        """After a line is buffered: begin a batch, or write a full or old one."""
         if held == 1:
             self._since = now
             if self._timer:
@@ -141,57 +177,18 @@ class Recorder:
             time.sleep(FLUSH_EVERY)
             self.flush()
 
-    def _lines(self, batch: list[tuple[str | int, float, Any, Message]]) -> list[str]:
-        """The batch's events as JSON lines, times in whole microseconds (see
-        ``parse_events``); what every event of a message has is encoded once for
-        its run of events, a task's name and a queue's once for the batch."""
-        worker = f',"worker":{_quote(self.worker)}' if self.worker else ""
-        ours = f'"host":{_quote(_HOST)},"pid":{self._pid:d}{worker}}}'  # the same in each
-        quoted: dict[str, str] = {}
-        lines: list[str] = []
-        append, last, common = lines.append, None, ""
-        for event, ts, extra, message in batch:
-            if message is not last:
-                last, task, queue = message, message.task, message.queue
-                task = quoted.get(task) or quoted.setdefault(task, _quote(task))
-                queue = quoted.get(queue) or quoted.setdefault(queue, _quote(queue))
-                common = (
-                    f'"id":{_quote(message.id)},"task":{task},"queue":{queue},'
-                    f'"attempt":{message.retries + 1},{ours}'
-                )
-            if event is _RUN:
-                at, limit, runtime = extra
-                append(
-                    f'{{"event":"succeeded","ts_us":{int(ts * 1e6)},'
-                    f'"runtime_us":{int(runtime * 1e6)},"started_us":{int(at * 1e6)},'
-                    f'"time_limit":{_limit(limit) if limit else "null"},{common}'
-                )
-            elif event is _STARTED:
-                append(
-                    f'{{"event":"started","ts_us":{int(ts * 1e6)},'
-                    f'"time_limit":{_limit(extra) if extra else "null"},{common}'
-                )
-            elif event is _SUCCEEDED:
-                took = "" if extra is None else f'"runtime_us":{int(extra * 1e6)},'
-                append(f'{{"event":"succeeded","ts_us":{int(ts * 1e6)},{took}{common}')
-            else:
-                append(f'{{"event":"{event}","ts_us":{int(ts * 1e6)},{extra}{common}')
-        return lines
-
     def flush(self) -> None:
         """Append what is buffered, in one batch, with the start of a run going on."""
         with self._lock:
             batch, self._buffer = self._buffer, []
             if self._running is not None:
-                message, at, limit = self._running
-                batch.append((_STARTED, at, limit, message))
+                batch.append(self._started(*self._running))
                 self._running = None
         if not batch:
             return
-        lines = self._lines(batch)
         try:
-            for start in range(0, len(lines), BATCH):
-                self.sink.append_events(lines[start : start + BATCH])
+            for start in range(0, len(batch), BATCH):
+                self.sink.append_events(batch[start : start + BATCH])
         except (OSError, TaskqError) as exc:
             if not self._failing:
                 log.warning("Cannot write %d event(s), dropped: %s", len(batch), exc)
@@ -213,14 +210,24 @@ class Recorder:
                 self._running = None
             else:
                 run = None  # none, or an outer run's (eager), still going on
-            if outcome is _SUCCESS:  # the hot path
-                if run is None:
-                    self._buffer.append((_SUCCEEDED, now, runtime, message))
+            if outcome is _SUCCESS and run is not None and runtime is None:
+                self._buffer.append(self._started(*run))  # no time to put on one line
+                run = None
+            if outcome is _SUCCESS:  # the hot path: one line, formatted here
+                if run is None or runtime is None:
+                    took = "" if runtime is None else f'"runtime_us":{int(runtime * 1e6)},'
+                    line = f'{{"event":"succeeded","ts_us":{int(now * 1e6)},{took}'
                 else:
-                    self._buffer.append((_RUN, now, (run[1], run[2], runtime), message))
+                    limit = _limit(run[2]) if run[2] else "null"
+                    line = (
+                        f'{{"event":"succeeded","ts_us":{int(now * 1e6)},'
+                        f'"runtime_us":{int(runtime * 1e6)},'
+                        f'"started_us":{int(run[1] * 1e6)},"time_limit":{limit},'
+                    )
+                self._buffer.append(line + self._common(message))
                 held = len(self._buffer)
             elif run is not None:
-                self._buffer.append((_STARTED, run[1], run[2], message))
+                self._buffer.append(self._started(*run))
         if outcome is _SUCCESS:
             self._held(held, now)
             return
@@ -238,11 +245,6 @@ class Recorder:
             self.record("dead-lettered", message, reason=decision.reason)
 
 
-# The entries of a worker's hot events, their fields not encoded yet (``_lines``):
-# not str, so no event's name is taken for one.
-_STARTED = 1  # the time limit
-_SUCCEEDED = 2  # the runtime, or None
-_RUN = 3  # (start, time limit, runtime): started and succeeded, on one line
 _SUCCESS = Outcome.SUCCEEDED  # a global: an enum's member is slow to look up on its class
 
 

@@ -93,6 +93,9 @@ class Worker:
         """Write the buffered events and post the tally, if any."""
         if self.events is not None:
             self.events.flush()
+        self._post_tally()
+
+    def _post_tally(self) -> None:
         if self.tally is not None and self._post_at:
             self.slot.post_stats(self.tally.to_bytes())
             self._post_at = 0.0
@@ -123,7 +126,7 @@ class Worker:
             if not self._post_at:
                 self._post_at = now + FLUSH_EVERY
             elif now >= self._post_at:
-                self.flush()
+                self._post_tally()  # the events are the flusher thread's to write
         if self.on_failure is not None and not isinstance(settled.decision, Ack):
             self.on_failure(message, settled.value, settled.decision)
         _signal_settled(message, settled)
