@@ -9,12 +9,18 @@ import sqlite3
 import tempfile
 from collections.abc import Iterable
 
+_BLOOM_BITS = 1 << 24
+_BLOOM_MASK = _BLOOM_BITS - 1
+
 
 class IdSet:
     """Ids in a temporary SQLite file, deleted on close: memory does not grow with it.
 
     New ids wait in a small in-memory batch and go to the file together (one
     statement a row costs more than the rest of an export's work on a message).
+    A Bloom filter of a fixed size (2 MB, two bits an id) answers most questions
+    about an id never added without asking the file: an export or import asks
+    of every message, and nearly all are new.
     """
 
     _FLUSH_AT = 1000
@@ -31,8 +37,26 @@ class IdSet:
         # The id last found absent, while nothing was added since: an export asks
         # of each id twice in a row (its file's name, then its message).
         self._absent: object = None
+        self._bloom = bytearray(_BLOOM_BITS // 8)
+
+    def _maybe(self, task_id: object) -> bool:
+        """False if ``task_id`` was never added (True may be wrong: ask the file)."""
+        h = hash(task_id)
+        first, second = h & _BLOOM_MASK, (h >> 32) & _BLOOM_MASK
+        bloom = self._bloom
+        return bool(bloom[first >> 3] >> (first & 7) & 1 and bloom[second >> 3] >> (second & 7) & 1)
+
+    def _mark(self, task_id: str) -> str:
+        h = hash(task_id)
+        first, second = h & _BLOOM_MASK, (h >> 32) & _BLOOM_MASK
+        self._bloom[first >> 3] |= 1 << (first & 7)
+        self._bloom[second >> 3] |= 1 << (second & 7)
+        return task_id
 
     def __contains__(self, task_id: object) -> bool:
+        if not self._maybe(task_id):
+            self._absent = task_id
+            return False
         if task_id in self._batch:
             return True
         found = self._db.execute("SELECT 1 FROM ids WHERE id = ?", (task_id,))
@@ -46,14 +70,16 @@ class IdSet:
         if task_id != self._absent and task_id in self:
             return False
         self._absent = None
-        self._batch.add(task_id)
+        self._batch.add(self._mark(task_id))
         if len(self._batch) >= self._FLUSH_AT:
             self._flush()
         return True
 
     def update(self, ids: Iterable[str]) -> None:
         self._absent = None
-        self._db.executemany("INSERT OR IGNORE INTO ids VALUES (?)", ((i,) for i in ids))
+        self._db.executemany(
+            "INSERT OR IGNORE INTO ids VALUES (?)", ((self._mark(i),) for i in ids)
+        )
 
     def _flush(self) -> None:
         self._db.executemany("INSERT OR IGNORE INTO ids VALUES (?)", ((i,) for i in self._batch))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from taskq import transfer, transfer_check
+from taskq import idset, transfer, transfer_check
 from taskq.backup_lines import from_line, to_line
 from taskq.brokers.base import Delivery
 from taskq.brokers.memory import MemoryBroker
@@ -267,6 +267,24 @@ def test_id_set_remembers_ids_in_a_file_it_deletes(tmp_path: Path) -> None:
         path = Path(ids._path)
         assert path.exists()
     assert not path.exists()
+
+
+@pytest.mark.parametrize("bloom_mask", [idset._BLOOM_MASK, 0], ids=["bloom", "all-collide"])
+def test_id_set_answers_alike_whatever_its_filter_lets_through(
+    monkeypatch: pytest.MonkeyPatch, bloom_mask: int
+) -> None:
+    # A mask of 0 puts every id on one bit: the filter says "maybe" of all of them,
+    # so every answer comes from the file (and the batch not yet written to it).
+    monkeypatch.setattr(idset, "_BLOOM_MASK", bloom_mask)
+    monkeypatch.setattr(IdSet, "_FLUSH_AT", 10)
+    with IdSet() as ids:
+        ids.update(f"held-{i}" for i in range(25))
+        new = [ids.add(f"met-{i}") for i in range(25)]  # some flushed to the file, some not
+        again = [ids.add(f"met-{i}") for i in range(25)] + [ids.add(f"held-{i}") for i in range(25)]
+
+        assert all(new) and not any(again)
+        assert all(f"met-{i}" in ids and f"held-{i}" in ids for i in range(25))
+        assert not any(f"other-{i}" in ids for i in range(100))
 
 
 def test_progress_draws_a_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
