@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from taskq.app import App
 from taskq.brokers.base import parse_events
 from taskq.brokers.file import FileBroker
 from taskq.brokers.memory import MemoryBroker
@@ -26,6 +27,7 @@ from taskq.monitor import SETTLE, events
 from taskq.policy import Ack, Dead, Outcome, RetryAt
 from taskq.slots import Slot
 from taskq.tally import Tally
+from taskq.worker import Worker
 
 
 class Sink:
@@ -440,6 +442,45 @@ def test_tallies_count_outcomes_and_merge_across_processes() -> None:
     assert total.dead == {"t.add": {"max-retries": 1}, "t.gone": {"unknown-task": 1}}
     assert sum(total.runtime["t.add"][:-1]) == 3 and total.runtime["t.add"][-1] == 1.002
     assert Tally.from_bytes(b"torn{").tasks == {}
+
+
+def identity(x: int) -> int:
+    return x
+
+
+def test_the_tally_posted_between_tasks_leaves_the_events_to_the_flusher() -> None:
+    writers: list[int] = []  # the thread of each write
+
+    class Noting(Sink):
+        def append_events(self, events: Sequence[str]) -> None:
+            writers.append(threading.get_ident())
+
+    app = App(broker=f"memory://tally-{new_id()}")
+    task = app.task(identity, name="tests.events.identity", ignore_result=True)
+    task.delay(1), task.delay(2)
+    consumer = app.broker.open_consumer(["default"], "tally-worker")
+    slot = Slot(1)
+    worker = Worker(
+        app.broker,
+        app.key,
+        consumer,
+        slot,
+        events=Recorder(Noting(), "w1", timer=True),
+        tally=Tally(),
+    )
+    for _ in range(2):
+        delivery = consumer.claim(timeout=1)
+        assert delivery is not None
+        worker.process(delivery)
+        worker._post_at = time.monotonic() - 1  # the tally is due: the next task posts it
+    written_by_the_tasks = list(writers)
+    deadline = time.monotonic() + 10
+    while not writers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    consumer.close()
+
+    assert Tally.from_bytes(slot.read_stats()).tasks == {"tests.events.identity": {"succeeded": 2}}
+    assert written_by_the_tasks == [] and threading.get_ident() not in writers
 
 
 def test_a_slot_posts_the_latest_tally_whole() -> None:
