@@ -137,14 +137,14 @@ class Recorder:
     def _common(self, message: Message) -> str:
         """What every event of ``message`` has, closing the line's object."""
         quoted = self._quoted
-        task = quoted.get(message.task) or self._quote(message.task)
-        queue = quoted.get(message.queue) or self._quote(message.queue)
+        task = quoted.get(message.task) or self._quote_name(message.task)
+        queue = quoted.get(message.queue) or self._quote_name(message.queue)
         return (
             f'"id":{_quote(message.id)},"task":{task},"queue":{queue},'
             f'"attempt":{message.retries + 1},{self._ours}'
         )
 
-    def _quote(self, name: str) -> str:
+    def _quote_name(self, name: str) -> str:
         if len(self._quoted) >= _QUOTED_MOST:
             self._quoted.clear()
         quoted = self._quoted[name] = _quote(name)
