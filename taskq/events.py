@@ -210,20 +210,19 @@ class Recorder:
                 self._running = None
             else:
                 run = None  # none, or an outer run's (eager), still going on
-            if outcome is _SUCCESS and run is not None and runtime is None:
-                self._buffer.append(self._started(*run))  # no time to put on one line
-                run = None
             if outcome is _SUCCESS:  # the hot path: one line, formatted here
-                if run is None or runtime is None:
-                    took = "" if runtime is None else f'"runtime_us":{int(runtime * 1e6)},'
-                    line = f'{{"event":"succeeded","ts_us":{int(now * 1e6)},{took}'
-                else:
+                if run is not None and runtime is not None:  # the run's two events
                     limit = _limit(run[2]) if run[2] else "null"
                     line = (
                         f'{{"event":"succeeded","ts_us":{int(now * 1e6)},'
                         f'"runtime_us":{int(runtime * 1e6)},'
                         f'"started_us":{int(run[1] * 1e6)},"time_limit":{limit},'
                     )
+                else:
+                    if run is not None:  # no run time to put on one line with it
+                        self._buffer.append(self._started(*run))
+                    took = "" if runtime is None else f'"runtime_us":{int(runtime * 1e6)},'
+                    line = f'{{"event":"succeeded","ts_us":{int(now * 1e6)},{took}'
                 self._buffer.append(line + self._common(message))
                 held = len(self._buffer)
             elif run is not None:

@@ -41,14 +41,12 @@ class IdSet:
 
     def _maybe(self, task_id: object) -> bool:
         """False if ``task_id`` was never added (True may be wrong: ask the file)."""
-        h = hash(task_id)
-        first, second = h & _BLOOM_MASK, (h >> 32) & _BLOOM_MASK
+        first, second = _bits(task_id)
         bloom = self._bloom
         return bool(bloom[first >> 3] >> (first & 7) & 1 and bloom[second >> 3] >> (second & 7) & 1)
 
     def _mark(self, task_id: str) -> str:
-        h = hash(task_id)
-        first, second = h & _BLOOM_MASK, (h >> 32) & _BLOOM_MASK
+        first, second = _bits(task_id)
         self._bloom[first >> 3] |= 1 << (first & 7)
         self._bloom[second >> 3] |= 1 << (second & 7)
         return task_id
@@ -95,3 +93,9 @@ class IdSet:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _bits(task_id: object) -> tuple[int, int]:
+    """The filter's two bits for ``task_id``: two parts of its hash."""
+    h = hash(task_id)
+    return h & _BLOOM_MASK, (h >> 32) & _BLOOM_MASK
